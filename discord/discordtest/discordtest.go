@@ -103,7 +103,14 @@ type Call struct {
 }
 
 // AuditLogReason returns the X-Audit-Log-Reason header of the call.
-func (c Call) AuditLogReason() string { return c.Header.Get("X-Audit-Log-Reason") }
+// Discord URL-decodes the header (clients must URL-encode non-ASCII reasons).
+func (c Call) AuditLogReason() string {
+	raw := c.Header.Get("X-Audit-Log-Reason")
+	if r, err := url.PathUnescape(raw); err == nil {
+		return r
+	}
+	return raw
+}
 
 // MessageKind tells how a Message was sent.
 type MessageKind string
