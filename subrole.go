@@ -20,6 +20,7 @@
 package subrole
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -150,13 +151,14 @@ type Event struct {
 	GiftCumulative   int  `json:"gift_cumulative_total,omitempty"` // the gifter's all-time total, when shared
 	Anonymous        bool `json:"anonymous,omitempty"`
 
-	Raw []byte `json:"raw,omitempty"` // the "event" object as Twitch sent it
+	Raw json.RawMessage `json:"raw,omitempty"` // the "event" object as Twitch sent it
 }
 
 // Revocation records that Twitch revoked one of our EventSub subscriptions.
 type Revocation struct {
 	SubscriptionID string    `json:"subscription_id"`
 	Type           EventType `json:"type"`
+	Version        string    `json:"version"`
 	Status         string    `json:"status"` // authorization_revoked, user_removed, notification_failures_exceeded, version_removed
 	At             time.Time `json:"at"`
 }
