@@ -517,6 +517,7 @@ func TestRevocation(t *testing.T) {
 	want := []recordedRevocation{{testMessageID, subrole.Revocation{
 		SubscriptionID: "f1c2a387-161a-49f9-a165-0f21d7a4e1c4",
 		Type:           "channel.follow",
+		Version:        "1",
 		Status:         "authorization_revoked",
 		At:             testSent,
 	}}}
