@@ -20,7 +20,9 @@ type Store interface {
 
 // Tx is one transaction on the Store. Its methods must not be used after the
 // function it was passed to returns. Lookups of a missing record return an
-// error wrapping ErrNotFound.
+// error wrapping ErrNotFound. A max of 0 returns nothing and a negative max
+// means no limit. Times stored in keys (MarkSeen, ScheduleCheck) must be
+// non-zero and between 1970 and 2262.
 type Tx interface {
 	// SeenMessage reports whether an EventSub message id was recorded by MarkSeen.
 	SeenMessage(id string) (bool, error)
@@ -74,7 +76,7 @@ type Tx interface {
 
 	// PutRevocation records an EventSub revocation.
 	PutRevocation(r Revocation) error
-	// Revocations returns every recorded revocation, oldest first.
+	// Revocations returns every recorded revocation in the order recorded.
 	Revocations() ([]Revocation, error)
 
 	// ScheduleCheck asks for the roles of a Twitch user to be recomputed at at.

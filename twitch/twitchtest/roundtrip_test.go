@@ -161,6 +161,7 @@ func TestRoundTripChallengeAndRevocation(t *testing.T) {
 	want := []subrole.Revocation{{
 		SubscriptionID: s.SubscriptionID(twitchtest.SubscribeType),
 		Type:           subrole.EventSubscribe,
+		Version:        "1",
 		Status:         "authorization_revoked",
 		At:             now.Add(-time.Second),
 	}}

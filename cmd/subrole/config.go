@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/subrole/subrole"
+)
+
+// config is everything subrole reads from its environment. loadConfig
+// validates all of it before anything starts.
+type config struct {
+	Data      string // bbolt file
+	Listen    string // plain-HTTP listen address
+	PublicURL *url.URL
+
+	DiscordToken   string
+	DiscordGuildID string
+	DiscordURL     string
+
+	TwitchClientID      string
+	TwitchClientSecret  string
+	TwitchBroadcasterID string
+	TwitchAPIURL        string
+	TwitchAuthURL       string
+	EventSubSecret      string
+
+	Policy subrole.Policy
+	// roleVars names the setting behind each role ID, for error messages.
+	roleVars map[string]string
+
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// setting documents one environment variable; the README's table is made from the same facts.
+type setting struct {
+	name, def, help string
+}
+
+// settings lists every variable loadConfig reads, in README order.
+var settings = []setting{
+	{"SUBROLE_DATA", "./subrole.db", "bbolt database file (created if missing)"},
+	{"SUBROLE_LISTEN", "127.0.0.1:8080", "plain-HTTP listen address"},
+	{"SUBROLE_PUBLIC_URL", "", "required: the https origin Twitch and browsers reach, e.g. https://subs.example.com"},
+	{"SUBROLE_DISCORD_TOKEN", "", "required: bot token (secret)"},
+	{"SUBROLE_DISCORD_GUILD_ID", "", "required: the Discord server's ID"},
+	{"SUBROLE_TWITCH_CLIENT_ID", "", "required: Twitch application client ID"},
+	{"SUBROLE_TWITCH_CLIENT_SECRET", "", "required: Twitch application client secret (secret)"},
+	{"SUBROLE_TWITCH_BROADCASTER_ID", "", "required: the broadcaster's numeric Twitch user ID"},
+	{"SUBROLE_EVENTSUB_SECRET", "", "required: EventSub webhook secret, 10-100 ASCII characters (secret)"},
+	{"SUBROLE_ROLE_LINKED", "", "role for every linked member (optional)"},
+	{"SUBROLE_ROLE_TIER1", "", "required: role for tier 1 and Prime subscribers"},
+	{"SUBROLE_ROLE_TIER2", "", "required: role for tier 2 subscribers"},
+	{"SUBROLE_ROLE_TIER3", "", "required: role for tier 3 subscribers"},
+	{"SUBROLE_ROLE_SUBSCRIBER", "", "role for every subscriber, any tier (optional)"},
+	{"SUBROLE_TIER_ROLES", "exclusive", "exclusive: only the current tier's role; cumulative: tier 3 also holds 1 and 2"},
+	{"SUBROLE_GRACE", "0", "how long roles stay after a subscription ends (Go duration or days, e.g. 72h, 3d)"},
+	{"SUBROLE_DISCORD_URL", "https://discord.com", "Discord API origin (tests point it at a fake)"},
+	{"SUBROLE_TWITCH_API_URL", "https://api.twitch.tv/helix", "Helix API base URL"},
+	{"SUBROLE_TWITCH_AUTH_URL", "https://id.twitch.tv/oauth2", "Twitch OAuth base URL"},
+	{"SUBROLE_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"SUBROLE_LOG_FORMAT", "text", "text or json"},
+}
+
+// loadConfig reads and validates the configuration. The error lists every
+// problem, each naming its variable; it never contains a secret's value.
+func loadConfig(getenv func(string) string) (*config, error) {
+	var problems []string
+	bad := func(name, format string, args ...any) {
+		problems = append(problems, name+": "+fmt.Sprintf(format, args...))
+	}
+	get := func(name string) string {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			for _, s := range settings {
+				if s.name == name {
+					return s.def
+				}
+			}
+		}
+		return v
+	}
+	required := func(name string) string {
+		v := get(name)
+		if v == "" {
+			bad(name, "is required")
+		}
+		return v
+	}
+	snowflake := func(name string, need bool) string {
+		v := get(name)
+		switch {
+		case v == "" && need:
+			bad(name, "is required")
+		case v != "" && !isSnowflake(v):
+			bad(name, "must be a Discord ID (17-20 digits), got %q", v)
+		}
+		return v
+	}
+	baseURL := func(name string) string {
+		v := get(name)
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad(name, "must be an http(s) URL, got %q", v)
+			return v
+		}
+		return strings.TrimSuffix(v, "/")
+	}
+
+	c := &config{
+		Data:                get("SUBROLE_DATA"),
+		Listen:              get("SUBROLE_LISTEN"),
+		DiscordToken:        required("SUBROLE_DISCORD_TOKEN"),
+		DiscordGuildID:      snowflake("SUBROLE_DISCORD_GUILD_ID", true),
+		DiscordURL:          baseURL("SUBROLE_DISCORD_URL"),
+		TwitchClientID:      required("SUBROLE_TWITCH_CLIENT_ID"),
+		TwitchClientSecret:  required("SUBROLE_TWITCH_CLIENT_SECRET"),
+		TwitchBroadcasterID: required("SUBROLE_TWITCH_BROADCASTER_ID"),
+		TwitchAPIURL:        baseURL("SUBROLE_TWITCH_API_URL"),
+		TwitchAuthURL:       baseURL("SUBROLE_TWITCH_AUTH_URL"),
+		EventSubSecret:      required("SUBROLE_EVENTSUB_SECRET"),
+		roleVars:            map[string]string{},
+	}
+
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("SUBROLE_LISTEN", "must be host:port, got %q", c.Listen)
+	}
+	if raw := required("SUBROLE_PUBLIC_URL"); raw != "" {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			bad("SUBROLE_PUBLIC_URL", "must be an absolute https URL like https://subs.example.com, got %q", raw)
+		case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+			bad("SUBROLE_PUBLIC_URL", "must not carry a query, fragment or user info")
+		default:
+			u.Path = strings.TrimSuffix(u.Path, "/")
+			c.PublicURL = u
+		}
+	}
+	if strings.HasPrefix(strings.ToLower(c.DiscordToken), "bot ") {
+		bad("SUBROLE_DISCORD_TOKEN", "must be the token alone, without the \"Bot \" prefix")
+	}
+	if v := c.TwitchBroadcasterID; v != "" && !isDigits(v) {
+		bad("SUBROLE_TWITCH_BROADCASTER_ID", "must be the numeric Twitch user ID, not the login name (got %q)", v)
+	}
+	if s := c.EventSubSecret; s != "" {
+		if n := len(s); n < 10 || n > 100 {
+			bad("SUBROLE_EVENTSUB_SECRET", "must be 10-100 characters, got %d", n)
+		} else if !isPrintableASCII(s) {
+			bad("SUBROLE_EVENTSUB_SECRET", "must be printable ASCII")
+		}
+	}
+
+	p := &c.Policy
+	for _, r := range []struct {
+		name string
+		dst  *string
+		need bool
+	}{
+		{"SUBROLE_ROLE_LINKED", &p.Linked, false},
+		{"SUBROLE_ROLE_TIER1", &p.Tier1, true},
+		{"SUBROLE_ROLE_TIER2", &p.Tier2, true},
+		{"SUBROLE_ROLE_TIER3", &p.Tier3, true},
+		{"SUBROLE_ROLE_SUBSCRIBER", &p.Subscriber, false},
+	} {
+		*r.dst = snowflake(r.name, r.need)
+		if *r.dst != "" {
+			if prev, ok := c.roleVars[*r.dst]; ok {
+				c.roleVars[*r.dst] = prev + "/" + r.name
+			} else {
+				c.roleVars[*r.dst] = r.name
+			}
+		}
+	}
+	if p.Linked != "" && (p.Linked == p.Tier1 || p.Linked == p.Tier2 || p.Linked == p.Tier3 || p.Linked == p.Subscriber) {
+		bad("SUBROLE_ROLE_LINKED", "must differ from the tier and subscriber roles")
+	}
+	switch m := strings.ToLower(get("SUBROLE_TIER_ROLES")); m {
+	case "exclusive":
+		p.Mode = subrole.Exclusive
+	case "cumulative":
+		p.Mode = subrole.Cumulative
+	default:
+		bad("SUBROLE_TIER_ROLES", "must be exclusive or cumulative, got %q", m)
+	}
+	if g, err := parseDuration(get("SUBROLE_GRACE")); err != nil || g < 0 {
+		bad("SUBROLE_GRACE", "must be a non-negative duration like 72h or 3d, got %q", get("SUBROLE_GRACE"))
+	} else {
+		p.Grace = g
+	}
+
+	if err := c.LogLevel.UnmarshalText([]byte(get("SUBROLE_LOG_LEVEL"))); err != nil {
+		bad("SUBROLE_LOG_LEVEL", "must be debug, info, warn or error, got %q", get("SUBROLE_LOG_LEVEL"))
+	}
+	c.LogFormat = get("SUBROLE_LOG_FORMAT")
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("SUBROLE_LOG_FORMAT", "must be text or json, got %q", c.LogFormat)
+	}
+
+	if len(problems) > 0 {
+		return nil, errors.New("configuration:\n  " + strings.Join(problems, "\n  "))
+	}
+	return c, nil
+}
+
+// publicURL returns the public origin joined with path.
+func (c *config) publicURL(path string) string {
+	return c.PublicURL.String() + path
+}
+
+// parseDuration accepts Go durations and a whole number of days ("3d").
+func parseDuration(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func isSnowflake(s string) bool { return isDigits(s) && len(s) >= 17 && len(s) <= 20 }
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,54 @@
+/*
+Package store keeps subrole's durable state in one bbolt file and implements
+subrole.Store and subrole.Tx.
+
+# Basics
+
+Open the file once per process with Open, use the Store through the
+subrole.Store interface, and Close it on shutdown. Update runs a function in a
+read-write transaction and returns once the change is on disk; View runs one
+in a read-only transaction.
+
+Each kind of record has its own bucket. Values of domain types are JSON;
+sequence keys are 8-byte big-endian integers from the bucket's NextSequence,
+and time keys start with the time as 8-byte big-endian Unix nanoseconds, so
+bbolt's byte order is their numeric and chronological order:
+
+	links            Discord user id → Link
+	links_by_twitch  Twitch user id → Discord user id (each side links once)
+	subscriptions    Twitch user id → Subscription
+	seen             EventSub message id → time received (8-byte Unix nanoseconds)
+	seen_by_time     time received + message id → empty (PruneSeen walks it oldest first)
+	inbox            sequence → Event (accepted, not yet applied)
+	outbox           sequence → RoleJob (Seq comes from the key)
+	audit            sequence → AuditEntry (append-only; Seq comes from the key)
+	revocations      sequence → Revocation
+	checks           due time + Twitch user id → empty (DueChecks and NextCheck are cursor scans)
+	meta             key → small value; "schema_version" holds SchemaVersion as JSON
+
+Open creates the buckets, records SchemaVersion and migrates older files.
+Other packages may keep their own buckets in the same file through Bolt.
+
+Update groups concurrent calls into one transaction and one fsync without
+waiting on a timer; see Update.
+
+# Caveats
+
+The function passed to Update may run more than once, in a transaction shared
+with other callers' functions, and may see their writes. It must act only
+through its Tx, must not call the Store itself, and must not keep results from
+a call that did not commit. Neither the Tx nor anything read through it may be
+used after the function returns.
+
+A file can be opened by one process at a time: bbolt holds a file lock, and a
+second Open waits Options.Timeout and then fails.
+
+Times in keys (seen messages, checks) must lie between 1970 and 2262 and are
+read back in UTC.
+
+The store never logs; every failure is returned as an error, prefixed
+"store:". Lookups of a missing record return an error wrapping
+subrole.ErrNotFound, and PutLink an error wrapping subrole.ErrConflict when a
+Twitch account is linked to someone else.
+*/
+package store
