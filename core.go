@@ -163,6 +163,9 @@ func (s *Service) Run(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
 	pruneEvery := time.NewTicker(10 * time.Minute)
 	defer pruneEvery.Stop()
+	if err := s.pruneSeen(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("core: pruning seen message ids failed", "err", err)
+	}
 	for {
 		wait, err := s.work(ctx)
 		if ctx.Err() != nil {

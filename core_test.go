@@ -333,3 +333,46 @@ func TestRevocationRecorded(t *testing.T) {
 		t.Fatalf("revocations %+v", got)
 	}
 }
+
+func TestSeenMessageIDsPrunedAfterADay(t *testing.T) {
+	f := newFixture(t, policy)
+	e := subrole.Event{MessageID: "old", Type: subrole.EventSubscribe, UserID: "t1", Tier: subrole.Tier1}
+	f.send(e)
+	f.clock.Add(23 * time.Hour)
+	restart := func() *subrole.Service {
+		svc := subrole.NewService(subrole.Config{Store: f.db, Policy: policy, Now: f.clock.Now})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { svc.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return svc
+	}
+	svc := restart()
+	time.Sleep(50 * time.Millisecond)
+	e.Received, e.Sent = f.clock.Now(), f.clock.Now()
+	if dup, err := svc.AcceptEvent(context.Background(), e); err != nil || !dup {
+		t.Fatalf("after 23h: dup=%v err=%v, want a duplicate", dup, err)
+	}
+	f.clock.Add(2 * time.Hour)
+	svc = restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.Received, e.Sent = f.clock.Now(), f.clock.Now()
+		var seen bool
+		f.db.View(context.Background(), func(tx subrole.Tx) error {
+			var err error
+			seen, err = tx.SeenMessage("old")
+			return err
+		})
+		if !seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("message id not pruned after 25h")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if dup, err := svc.AcceptEvent(context.Background(), e); err != nil || dup {
+		t.Fatalf("after 25h: dup=%v err=%v, want accepted", dup, err)
+	}
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/subrole/subrole"
+)
+
+// validEnv is a complete, valid configuration.
+func validEnv() map[string]string {
+	return map[string]string{
+		"SUBROLE_PUBLIC_URL":            "https://subs.example.com/",
+		"SUBROLE_DISCORD_TOKEN":         "bot-token-value",
+		"SUBROLE_DISCORD_GUILD_ID":      "123456789012345678",
+		"SUBROLE_TWITCH_CLIENT_ID":      "client",
+		"SUBROLE_TWITCH_CLIENT_SECRET":  "client-secret-value",
+		"SUBROLE_TWITCH_BROADCASTER_ID": "1337",
+		"SUBROLE_EVENTSUB_SECRET":       "eventsub-secret-value",
+		"SUBROLE_ROLE_TIER1":            "223456789012345671",
+		"SUBROLE_ROLE_TIER2":            "223456789012345672",
+		"SUBROLE_ROLE_TIER3":            "223456789012345673",
+	}
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	env := validEnv()
+	c, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Data != "./subrole.db" || c.Listen != "127.0.0.1:8080" || c.DiscordURL != "https://discord.com" ||
+		c.TwitchAPIURL != "https://api.twitch.tv/helix" || c.TwitchAuthURL != "https://id.twitch.tv/oauth2" {
+		t.Fatalf("defaults %+v", c)
+	}
+	if c.publicURL("/twitch_eventsub") != "https://subs.example.com/twitch_eventsub" {
+		t.Fatalf("callback %s", c.publicURL("/twitch_eventsub"))
+	}
+	if c.Policy.Mode != subrole.Exclusive || c.Policy.Grace != 0 || c.Policy.Linked != "" {
+		t.Fatalf("policy %+v", c.Policy)
+	}
+}
+
+func TestLoadConfigValues(t *testing.T) {
+	env := validEnv()
+	env["SUBROLE_TIER_ROLES"] = "Cumulative"
+	env["SUBROLE_GRACE"] = "3d"
+	env["SUBROLE_ROLE_LINKED"] = "223456789012345670"
+	c, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy.Mode != subrole.Cumulative || c.Policy.Grace != 72*time.Hour || c.Policy.Linked != "223456789012345670" {
+		t.Fatalf("policy %+v", c.Policy)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, key, value, want string
+	}{
+		{"missing public url", "SUBROLE_PUBLIC_URL", "", "SUBROLE_PUBLIC_URL: is required"},
+		{"relative public url", "SUBROLE_PUBLIC_URL", "subs.example.com", "SUBROLE_PUBLIC_URL: must be an absolute https URL"},
+		{"public url with query", "SUBROLE_PUBLIC_URL", "https://x.example?a=b", "SUBROLE_PUBLIC_URL: must not carry a query"},
+		{"token with prefix", "SUBROLE_DISCORD_TOKEN", "Bot abc", "SUBROLE_DISCORD_TOKEN: must be the token alone"},
+		{"guild not a snowflake", "SUBROLE_DISCORD_GUILD_ID", "my-server", "SUBROLE_DISCORD_GUILD_ID: must be a Discord ID"},
+		{"broadcaster login instead of id", "SUBROLE_TWITCH_BROADCASTER_ID", "cooler_user", "SUBROLE_TWITCH_BROADCASTER_ID: must be the numeric Twitch user ID"},
+		{"secret too short", "SUBROLE_EVENTSUB_SECRET", "123456789", "SUBROLE_EVENTSUB_SECRET: must be 10-100 characters, got 9"},
+		{"secret too long", "SUBROLE_EVENTSUB_SECRET", strings.Repeat("x", 101), "SUBROLE_EVENTSUB_SECRET: must be 10-100 characters, got 101"},
+		{"secret with space", "SUBROLE_EVENTSUB_SECRET", "secret with spaces", "SUBROLE_EVENTSUB_SECRET: must be printable ASCII"},
+		{"tier role missing", "SUBROLE_ROLE_TIER3", "", "SUBROLE_ROLE_TIER3: is required"},
+		{"tier mode", "SUBROLE_TIER_ROLES", "stacked", "SUBROLE_TIER_ROLES: must be exclusive or cumulative"},
+		{"grace negative", "SUBROLE_GRACE", "-1h", "SUBROLE_GRACE: must be a non-negative duration"},
+		{"grace garbage", "SUBROLE_GRACE", "soon", "SUBROLE_GRACE: must be a non-negative duration"},
+		{"linked equals tier", "SUBROLE_ROLE_LINKED", "223456789012345671", "SUBROLE_ROLE_LINKED: must differ"},
+		{"listen", "SUBROLE_LISTEN", "8080", "SUBROLE_LISTEN: must be host:port"},
+		{"discord url", "SUBROLE_DISCORD_URL", "discord.com", "SUBROLE_DISCORD_URL: must be an http(s) URL"},
+		{"log level", "SUBROLE_LOG_LEVEL", "loud", "SUBROLE_LOG_LEVEL: must be debug, info, warn or error"},
+		{"log format", "SUBROLE_LOG_FORMAT", "xml", "SUBROLE_LOG_FORMAT: must be text or json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			env[tt.key] = tt.value
+			_, err := loadConfig(func(k string) string { return env[k] })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			for _, secret := range []string{"bot-token-value", "client-secret-value", "eventsub-secret-value"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("error shows a secret: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestREADMEListsEverySetting keeps the README's configuration table true.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(string(readme), "`"+s.name+"`") {
+			t.Errorf("README.md does not document %s", s.name)
+		}
+	}
+}
