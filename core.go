@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,7 @@ type Service struct {
 	outboxReady chan struct{} // a role job was committed
 	checksReady chan struct{} // a check was scheduled
 	batchSize   int
+	reconciling atomic.Bool // one reconcile pass at a time
 }
 
 // Config configures a Service. Every field's zero value is usable except Store.

@@ -188,7 +188,8 @@ const (
 	AuditRoles        AuditKind = "roles"        // roles were applied in Discord
 	AuditRoleFailure  AuditKind = "role_failure" // a role job failed for good
 	AuditRevocation   AuditKind = "revocation"   // Twitch revoked an EventSub subscription
-	AuditEvent        AuditKind = "event"        // an event was dropped (undecodable or unknown)
+	AuditEvent        AuditKind = "event"        // an event was dropped (undecodable, unknown or stale)
+	AuditReconcile    AuditKind = "reconcile"    // a reconcile pass finished: drift counts
 )
 
 // AuditEntry is one line of the append-only audit log: what changed, why,
