@@ -424,3 +424,32 @@ func ctxTimeout(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func TestAllMemberRoles(t *testing.T) {
+	srv := newFake(t)
+	for i := range 2500 {
+		srv.AddMember(memberID(i), "m", linked)
+	}
+	b := newBot(t, srv, nil)
+	seen := map[string]bool{}
+	pages := 0
+	err := b.AllMemberRoles(context.Background(), func(page map[string][]string) error {
+		pages++
+		for id, roles := range page {
+			if seen[id] {
+				t.Fatalf("member %s listed twice", id)
+			}
+			seen[id] = true
+			if !slices.Equal(roles, []string{linked}) {
+				t.Fatalf("roles of %s: %v", id, roles)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2500 || pages != 3 {
+		t.Fatalf("%d members in %d pages, want 2500 in 3", len(seen), pages)
+	}
+}
