@@ -78,6 +78,11 @@ type Handler struct {
 	// PreviousSecret is also accepted, so that subscriptions created with the
 	// old secret keep working while the secret is rotated. Empty means none.
 	PreviousSecret string
+	// AcceptPrevious, if not nil, is asked before PreviousSecret is tried:
+	// once every subscription signed with the old secret is gone, it returns
+	// false and the old secret is refused. Nil means PreviousSecret is always
+	// accepted.
+	AcceptPrevious func() bool
 
 	// BroadcasterID is the only broadcaster whose channel.* events are
 	// accepted; events for any other broadcaster are logged at warn level and
@@ -354,7 +359,7 @@ func (h *Handler) verify(id, ts string, body []byte, want *[sha256.Size]byte) bo
 	m := h.macs.get(h.Secret)
 	ok := m.verify(id, ts, body, want)
 	h.macs.put(m)
-	if !ok && h.PreviousSecret != "" {
+	if !ok && h.PreviousSecret != "" && (h.AcceptPrevious == nil || h.AcceptPrevious()) {
 		ok = newMAC(h.PreviousSecret).verify(id, ts, body, want)
 	}
 	return ok

@@ -588,6 +588,22 @@ func TestPreviousSecret(t *testing.T) {
 	if w := hs.serve(message{secret: testPrevSecret, body: body}.request()); w.Code != http.StatusForbidden {
 		t.Errorf("PreviousSecret unset: status %d, want 403", w.Code)
 	}
+
+	// During a rotation the previous secret is accepted, after it refused.
+	hs = newHarness(t)
+	rotating := true
+	hs.h.PreviousSecret = testPrevSecret
+	hs.h.AcceptPrevious = func() bool { return rotating }
+	if w := hs.serve(message{id: "r1", secret: testPrevSecret, body: body}.request()); w.Code != http.StatusNoContent {
+		t.Errorf("previous secret during rotation: status %d, want 204", w.Code)
+	}
+	rotating = false
+	if w := hs.serve(message{id: "r2", secret: testPrevSecret, body: body}.request()); w.Code != http.StatusForbidden {
+		t.Errorf("previous secret after rotation: status %d, want 403", w.Code)
+	}
+	if w := hs.serve(message{id: "r3", body: body}.request()); w.Code != http.StatusNoContent {
+		t.Errorf("current secret after rotation: status %d, want 204", w.Code)
+	}
 }
 
 func TestSecretChangeIsPickedUp(t *testing.T) {

@@ -1,0 +1,285 @@
+package eventsub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/subrole/subrole"
+)
+
+// memAPI is an in-memory Helix EventSub API. New subscriptions start
+// pending and are enabled on the next list, like a webhook that answered
+// the challenge.
+type memAPI struct {
+	mu      sync.Mutex
+	subs    []Registration
+	n       int
+	creates int
+	deletes int
+	secrets map[string]string // id -> secret
+	fail409 bool
+	never   bool // never enable (the callback does not answer)
+}
+
+func (a *memAPI) ListSubscriptions(ctx context.Context) ([]Registration, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := slices.Clone(a.subs)
+	for i := range a.subs {
+		if a.subs[i].Status == StatusVerificationPending && !a.never {
+			a.subs[i].Status = StatusEnabled
+		}
+	}
+	return out, nil
+}
+
+func (a *memAPI) CreateSubscription(ctx context.Context, s Registration, secret string) (Registration, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail409 {
+		return Registration{}, fmt.Errorf("helix: 409: %w", ErrExists)
+	}
+	a.creates++
+	a.n++
+	s.ID = fmt.Sprintf("sub-%d", a.n)
+	s.Status = StatusVerificationPending
+	s.Condition = maps.Clone(s.Condition)
+	a.subs = append(a.subs, s)
+	if a.secrets == nil {
+		a.secrets = map[string]string{}
+	}
+	a.secrets[s.ID] = secret
+	return s, nil
+}
+
+func (a *memAPI) DeleteSubscription(ctx context.Context, id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.deletes++
+	a.subs = slices.DeleteFunc(a.subs, func(s Registration) bool { return s.ID == id })
+	return nil
+}
+
+func (a *memAPI) add(s Registration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n++
+	s.ID = fmt.Sprintf("old-%d", a.n)
+	if s.Method == "" {
+		s.Method = "webhook"
+	}
+	a.subs = append(a.subs, s)
+}
+
+// byStatus counts subscriptions by callback and status, after the pending
+// ones had their chance to answer the challenge.
+func (a *memAPI) byStatus() map[string]int {
+	a.ListSubscriptions(context.Background())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]int{}
+	for _, s := range a.subs {
+		out[s.Callback+" "+s.Status]++
+	}
+	return out
+}
+
+const testCallback = "https://subs.example.com/twitch_eventsub"
+
+func newManager(api API) (*Manager, *bytes.Buffer) {
+	var logs bytes.Buffer
+	return &Manager{API: api, Callback: testCallback, Secret: "new-secret-123", BroadcasterID: "1337", ClientID: "cid",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), WaitEnabled: 2 * time.Second, Poll: time.Millisecond}, &logs
+}
+
+func TestSyncCreatesThenReuses(t *testing.T) {
+	api := &memAPI{}
+	m, _ := newManager(api)
+	rep, err := m.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Created) != 5 || api.creates != 5 {
+		t.Fatalf("created %v", rep.Created)
+	}
+	types := map[string]map[string]string{}
+	for _, s := range api.subs {
+		types[s.Type] = s.Condition
+		if api.secrets[s.ID] != "new-secret-123" || s.Callback != testCallback || s.Version != "1" {
+			t.Fatalf("subscription %+v secret %q", s, api.secrets[s.ID])
+		}
+	}
+	if types["channel.subscribe"]["broadcaster_user_id"] != "1337" || types["user.authorization.revoke"]["client_id"] != "cid" || len(types) != 5 {
+		t.Fatalf("conditions %v", types)
+	}
+	// A restart reuses them all.
+	m2, _ := newManager(api)
+	rep, err = m2.Sync(context.Background())
+	if err != nil || len(rep.Created) != 0 || len(rep.Kept) != 5 || api.creates != 5 {
+		t.Fatalf("second sync %+v %v", rep, err)
+	}
+}
+
+func TestSyncReplacesStaleAndBroken(t *testing.T) {
+	api := &memAPI{}
+	cond := map[string]string{"broadcaster_user_id": "1337"}
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub"})
+	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusFailuresExceeded, Condition: cond, Callback: testCallback})
+	api.add(Registration{Type: "channel.subscription.gift", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://other-app.example.com/hooks"})
+	m, _ := newManager(api)
+	rep, err := m.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Deleted) != 2 || rep.Foreign != 1 || len(rep.Created) != 5 {
+		t.Fatalf("report %+v", rep)
+	}
+	got := api.byStatus()
+	if got[testCallback+" enabled"] != 5 || got["https://other-app.example.com/hooks enabled"] != 1 || len(got) != 2 {
+		t.Fatalf("subscriptions %v", got)
+	}
+}
+
+func TestSyncLimitOfThree(t *testing.T) {
+	api := &memAPI{}
+	cond := map[string]string{"broadcaster_user_id": "1337"}
+	for i := range 3 {
+		api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: fmt.Sprintf("https://other%d.example.com/x", i)})
+	}
+	m, _ := newManager(api)
+	_, err := m.Sync(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not subrole's") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := api.byStatus(); got["https://other0.example.com/x enabled"] != 1 {
+		t.Fatalf("touched a foreign subscription: %v", got)
+	}
+
+	// With two foreign and our stale one, the stale one makes room.
+	api = &memAPI{}
+	for i := range 2 {
+		api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: fmt.Sprintf("https://other%d.example.com/x", i)})
+	}
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub"})
+	m, _ = newManager(api)
+	if _, err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := api.byStatus(); got["https://old.example.com/twitch_eventsub enabled"] != 0 || got[testCallback+" enabled"] != 5 {
+		t.Fatalf("subscriptions %v", got)
+	}
+}
+
+func TestSync409IsExists(t *testing.T) {
+	api := &memAPI{fail409: true}
+	m, logs := newManager(api)
+	if _, err := m.Sync(context.Background()); err != nil {
+		t.Fatalf("409 treated as failure: %v", err)
+	}
+	if !strings.Contains(logs.String(), "already exists") {
+		t.Fatal("409 not logged")
+	}
+}
+
+func TestSecretRotation(t *testing.T) {
+	api := &memAPI{}
+	m, _ := newManager(api)
+	m.Callback = testCallback + "?g=1"
+	m.Secret = "old-secret-123"
+	if _, err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	api.byStatus() // the challenges are answered
+	// Rotate: new secret, new generation; the callback that never answers keeps rotation open.
+	m2, _ := newManager(api)
+	m2.Callback = testCallback + "?g=2"
+	api.never = true
+	if _, err := m2.Sync(context.Background()); err == nil || !m2.Rotating() {
+		t.Fatalf("rotation finished without the new subscriptions enabled: %v", err)
+	}
+	if got := api.byStatus(); got[testCallback+"?g=1 enabled"] != 5 {
+		t.Fatalf("old subscriptions deleted before the new ones worked: %v", got)
+	}
+	api.never = false
+	if _, err := m2.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m2.Rotating() {
+		t.Fatal("still rotating")
+	}
+	got := api.byStatus()
+	if got[testCallback+"?g=2 enabled"] != 5 || len(got) != 1 {
+		t.Fatalf("after rotation %v", got)
+	}
+	for _, s := range api.subs {
+		if api.secrets[s.ID] != "new-secret-123" {
+			t.Fatalf("%s signed with %q", s.ID, api.secrets[s.ID])
+		}
+	}
+}
+
+func TestRevocationRepair(t *testing.T) {
+	api := &memAPI{}
+	m, logs := newManager(api)
+	if _, err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Twitch gave up on one: it is deleted and re-created.
+	api.mu.Lock()
+	api.subs[0].Status = StatusFailuresExceeded
+	typ := api.subs[0].Type
+	api.mu.Unlock()
+	rep, err := m.HandleRevocation(context.Background(), subrole.Revocation{Type: subrole.EventType(typ), Version: "1", Status: StatusFailuresExceeded})
+	if err != nil || len(rep.Created) != 1 || len(rep.Deleted) != 1 {
+		t.Fatalf("repair %+v %v", rep, err)
+	}
+
+	// The broadcaster withdrew the authorization: alert, no create loop.
+	api.mu.Lock()
+	api.subs = nil
+	api.mu.Unlock()
+	creates := api.creates
+	for range 3 {
+		if _, err := m.HandleRevocation(context.Background(), subrole.Revocation{Type: subrole.EventSubscribe, Version: "1", Status: StatusAuthRevoked}); !errors.Is(err, ErrNeedsBroadcaster) {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := m.Sync(context.Background()); !errors.Is(err, ErrNeedsBroadcaster) {
+			t.Fatalf("sync while waiting: %v", err)
+		}
+	}
+	if api.creates != creates {
+		t.Fatal("re-created subscriptions without the broadcaster's authorization")
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatal("no error-level alert")
+	}
+	m.BroadcasterConnected()
+	if rep, err := m.Sync(context.Background()); err != nil || len(rep.Created) != 5 {
+		t.Fatalf("after reconnect %+v %v", rep, err)
+	}
+}
+
+func TestOurs(t *testing.T) {
+	for cb, want := range map[string]bool{
+		"https://a.example/twitch_eventsub":      true,
+		"https://a.example/twitch_eventsub?g=3":  true,
+		"https://a.example/other":                false,
+		"https://a.example/twitch_eventsub/more": false,
+	} {
+		if got := Ours(Registration{Callback: cb, Method: "webhook"}); got != want {
+			t.Errorf("Ours(%s) = %v", cb, got)
+		}
+	}
+	if Ours(Registration{Method: "websocket"}) {
+		t.Error("websocket subscription counted as ours")
+	}
+}
