@@ -24,11 +24,12 @@ type Service struct {
 	now    func() time.Time
 	log    *slog.Logger
 
-	inboxReady  chan struct{} // an event was accepted
-	outboxReady chan struct{} // a role job was committed
-	checksReady chan struct{} // a check was scheduled
-	batchSize   int
-	reconciling atomic.Bool // one reconcile pass at a time
+	inboxReady   chan struct{} // an event was accepted
+	outboxReady  chan struct{} // a role job was committed
+	checksReady  chan struct{} // a check was scheduled
+	batchSize    int
+	reconciling  atomic.Bool   // one reconcile pass at a time
+	reconcileNow chan struct{} // RequestReconcile
 }
 
 // Config configures a Service. Every field's zero value is usable except Store.
@@ -56,6 +57,8 @@ func NewService(cfg Config) *Service {
 		inboxReady:  make(chan struct{}, 1),
 		outboxReady: make(chan struct{}, 1),
 		checksReady: make(chan struct{}, 1),
+
+		reconcileNow: make(chan struct{}, 1),
 	}
 	if s.now == nil {
 		s.now = time.Now

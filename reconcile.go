@@ -342,3 +342,61 @@ func (r ReconcileReport) String() string {
 	return fmt.Sprintf("reconcile (%s, %d helix requests, %d subscribers): missed_end=%d missed_subscribe=%d tier_change=%d gift_to_paid=%d roles_repaired=%d skipped=%d",
 		r.Strategy, r.HelixRequests, r.Subscribers, r.MissedEnd, r.MissedSubscribe, r.TierChange, r.GiftToPaid, r.RolesRepaired, r.Skipped)
 }
+
+// ReconcileSchedule configures RunReconcile.
+type ReconcileSchedule struct {
+	// Source reads Helix. Required.
+	Source SubscriberSource
+	// Roles, if not nil, lets each pass repair roles edited by hand.
+	Roles MemberRoles
+	// Interval is the time between passes. Zero means 6 hours.
+	Interval time.Duration
+	// RetryAfter is the wait after a failed pass. Zero means 5 minutes.
+	RetryAfter time.Duration
+	// OnDone, if set, is called after every pass with its report or error.
+	OnDone func(ReconcileReport, error)
+}
+
+// RequestReconcile asks RunReconcile for a pass now. It never blocks; requests
+// made while a pass runs fold into one.
+func (s *Service) RequestReconcile() { signal(s.reconcileNow) }
+
+// RunReconcile runs reconcile passes until ctx is done: at start when the
+// last successful pass is older than the interval, then every interval, and
+// whenever RequestReconcile is called.
+func (s *Service) RunReconcile(ctx context.Context, sch ReconcileSchedule) error {
+	interval, retry := sch.Interval, sch.RetryAfter
+	if interval <= 0 {
+		interval = 6 * time.Hour
+	}
+	if retry <= 0 {
+		retry = 5 * time.Minute
+	}
+	next := time.Duration(0)
+	if last, ok, err := s.LastReconcile(ctx); err == nil && ok {
+		next = max(last.Finished.Add(interval).Sub(s.now()), 0)
+	}
+	for {
+		timer := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		case <-s.reconcileNow:
+			timer.Stop()
+		}
+		rep, err := s.Reconcile(ctx, sch.Source, sch.Roles)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		next = interval
+		if err != nil && !errors.Is(err, ErrReconcileRunning) {
+			s.log.Error("reconcile: pass failed; will retry", "err", err, "retry_in", retry)
+			next = retry
+		}
+		if sch.OnDone != nil {
+			sch.OnDone(rep, err)
+		}
+	}
+}

@@ -276,3 +276,47 @@ func itoa(i int) string {
 	}
 	return string(b)
 }
+
+func TestRunReconcileSchedule(t *testing.T) {
+	f := newFixture(t, policy)
+	f.link(discord(0), twitch(0))
+	h := newHelixFake(subrole.HelixSubscription{UserID: twitch(0), Tier: subrole.Tier1})
+	done := make(chan subrole.ReconcileReport, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.svc.RunReconcile(ctx, subrole.ReconcileSchedule{Source: h, Interval: time.Hour,
+		OnDone: func(r subrole.ReconcileReport, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			done <- r
+		}})
+	// No pass ever ran: one runs at start.
+	select {
+	case r := <-done:
+		if r.MissedSubscribe != 1 {
+			t.Fatalf("start pass %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pass at start")
+	}
+	// On demand.
+	f.svc.RequestReconcile()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RequestReconcile ran no pass")
+	}
+	cancel()
+
+	// A restart soon after a pass does not run one at start.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go f.svc.RunReconcile(ctx2, subrole.ReconcileSchedule{Source: h, Interval: time.Hour,
+		OnDone: func(r subrole.ReconcileReport, err error) { done <- r }})
+	select {
+	case <-done:
+		t.Fatal("a pass ran at start although the last one is recent")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
