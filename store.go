@@ -89,6 +89,20 @@ type Tx interface {
 	// DeleteCheck removes a check. Deleting a missing check is not an error.
 	DeleteCheck(c Check) error
 
+	// OAuthState returns the pending OAuth round trip stored under key (the
+	// StateToken's Key), used or not (ErrNotFound if none).
+	OAuthState(key string) (OAuthState, error)
+	// PutOAuthState stores s under s.Key, replacing it.
+	PutOAuthState(s OAuthState) error
+	// PruneOAuthStates deletes states that expired at or before now, at most
+	// max of them, and returns how many it removed.
+	PruneOAuthStates(now time.Time, max int) (int, error)
+
+	// BroadcasterToken returns the broadcaster's stored authorization (ErrNotFound if none).
+	BroadcasterToken() (BroadcasterToken, error)
+	// PutBroadcasterToken stores t, replacing the previous one.
+	PutBroadcasterToken(t BroadcasterToken) error
+
 	// Meta returns a small value stored under key (ErrNotFound if none).
 	Meta(key string) ([]byte, error)
 	// PutMeta stores a small value under key.

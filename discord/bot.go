@@ -54,6 +54,21 @@ type Bot struct {
 	log     *slog.Logger
 
 	connected atomic.Bool
+	roleNames map[string]string // role ID -> name, read at start; never written after New
+}
+
+// RoleNames returns the names of roles (as read at start), in order; an
+// unknown role keeps its ID.
+func (b *Bot) RoleNames(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		if n, ok := b.roleNames[id]; ok {
+			out[i] = n
+		} else {
+			out[i] = id
+		}
+	}
+	return out
 }
 
 // ErrBadToken means Discord rejected the bot token.
@@ -119,8 +134,10 @@ func (b *Bot) check(ctx context.Context, managed map[string]string) error {
 		return fmt.Errorf("discord: read the bot's own member in guild %s: %w", b.GuildID, err)
 	}
 	position := map[string]int{}
+	b.roleNames = map[string]string{}
 	for _, r := range roles {
 		position[r.ID] = r.Position
+		b.roleNames[r.ID] = r.Name
 	}
 	top := 0
 	for _, id := range self.Roles {

@@ -25,9 +25,14 @@ bbolt's byte order is their numeric and chronological order:
 	revocations      sequence → Revocation
 	checks           due time + Twitch user id → empty (DueChecks and NextCheck are cursor scans)
 	meta             key → small value; "schema_version" holds SchemaVersion as JSON
+	oauth_states     hex SHA-256 of a state's secret → OAuthState (used ones kept until they expire)
+	broadcaster      "token" → BroadcasterToken (the broadcaster's refresh and access token)
+	bans             IP prefix ("203.0.113.7/32") → ban record, JSON encoded by package guard
+	                 (created by the first WriteBans, so it needs no migration)
 
 Open creates the buckets, records SchemaVersion and migrates older files.
-Other packages may keep their own buckets in the same file through Bolt.
+Other packages may keep their own buckets in the same file through Bolt
+(package certs keeps the ACME account and certificates in "autocert").
 
 Update groups concurrent calls into one transaction and one fsync without
 waiting on a timer; see Update.

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
@@ -45,6 +45,7 @@ func allBuckets() []string {
 	return []string{
 		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeen, bucketSeenByTime,
 		bucketInbox, bucketOutbox, bucketAudit, bucketRevocations, bucketChecks, bucketMeta,
+		bucketOAuthStates, bucketBroadcaster, // schema 2 (oauth.go)
 	}
 }
 
@@ -62,6 +63,8 @@ func migrations() []func(*bolt.Tx) error {
 			}
 			return nil
 		},
+		// 1 → 2: OAuth states and the broadcaster's token (oauth.go).
+		migrateOAuth,
 	}
 }
 

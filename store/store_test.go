@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -741,8 +742,8 @@ func TestSchemaVersion(t *testing.T) {
 	s := openTemp(t, Options{})
 	mustView(t, s, func(tx subrole.Tx) error {
 		v, err := tx.Meta(metaSchemaVersion)
-		if err != nil || string(v) != "1" {
-			t.Errorf("schema version = %q, %v; want 1", v, err)
+		if want := strconv.Itoa(SchemaVersion); err != nil || string(v) != want {
+			t.Errorf("schema version = %q, %v; want %s", v, err, want)
 		}
 		return nil
 	})
@@ -768,14 +769,14 @@ func TestSchemaVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	setVersion("2")
+	setVersion(strconv.Itoa(SchemaVersion + 1))
 	s, err = Open(path, Options{})
-	const want = "store: database schema 2 is newer than this binary supports (1)"
+	want := fmt.Sprintf("store: database schema %d is newer than this binary supports (%d)", SchemaVersion+1, SchemaVersion)
 	if err == nil {
 		s.Close()
 	}
 	if err == nil || err.Error() != want {
-		t.Fatalf("Open with schema 2: got %v, want %q", err, want)
+		t.Fatalf("Open with a newer schema: got %v, want %q", err, want)
 	}
 	setVersion("1")
 	s, err = Open(path, Options{})

@@ -1,0 +1,178 @@
+package subrole_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/subrole/subrole"
+)
+
+func FuzzState(f *testing.F) {
+	link, _ := subrole.NewStateToken(subrole.PurposeLink, "100000000000000001")
+	bc, _ := subrole.NewStateToken(subrole.PurposeBroadcaster, "")
+	for _, s := range []string{link.String(), bc.String(), "", "x", strings.Repeat("A", 56), strings.Repeat("_", 56),
+		link.String() + "=", strings.ToUpper(link.String())} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := subrole.ParseState(s)
+		if err != nil {
+			if !errors.Is(err, subrole.ErrBadState) || subrole.StateReason(err) == "" {
+				t.Fatalf("error %v is not a StateError", err)
+			}
+			return
+		}
+		// Whatever parses is exactly what String produces, with a sane purpose and owner.
+		if tok.String() != s {
+			t.Fatalf("ParseState(%q).String() = %q", s, tok.String())
+		}
+		switch tok.Purpose {
+		case subrole.PurposeLink:
+			if tok.Discord() == "" {
+				t.Fatal("link state without a member")
+			}
+		case subrole.PurposeBroadcaster:
+			if tok.Discord() != "" {
+				t.Fatal("broadcaster state with a member")
+			}
+		default:
+			t.Fatalf("purpose %v", tok.Purpose)
+		}
+	})
+}
+
+func TestStateToken(t *testing.T) {
+	a, err := subrole.NewStateToken(subrole.PurposeLink, "100000000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := subrole.NewStateToken(subrole.PurposeLink, "100000000000000001")
+	if a.String() == b.String() || a.Key() == b.Key() || len(a.String()) != 56 {
+		t.Fatalf("states not random or wrong length: %s %s", a, b)
+	}
+	got, err := subrole.ParseState(a.String())
+	if err != nil || got != a || got.Discord() != "100000000000000001" {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	for _, bad := range []struct {
+		p  subrole.OAuthPurpose
+		id string
+	}{{subrole.PurposeLink, ""}, {subrole.PurposeLink, "alice"}, {subrole.PurposeBroadcaster, "1"}, {9, ""}} {
+		if _, err := subrole.NewStateToken(bad.p, bad.id); err == nil {
+			t.Errorf("NewStateToken(%v, %q) worked", bad.p, bad.id)
+		}
+	}
+	if _, err := subrole.ParseState(""); subrole.StateReason(err) != subrole.ReasonStateMissing {
+		t.Errorf("empty: %v", err)
+	}
+	if _, err := subrole.ParseState(a.String()[1:] + "*"); subrole.StateReason(err) != subrole.ReasonStateMalformed {
+		t.Errorf("bad alphabet: %v", err)
+	}
+}
+
+const alice, bob = "100000000000000001", "100000000000000002"
+
+func TestCompleteLink(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, policy)
+	state, err := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "900000000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wrong purpose, then the right one.
+	if _, err := f.svc.CheckState(ctx, state, subrole.PurposeBroadcaster); subrole.StateReason(err) != subrole.ReasonStateOtherPurpose {
+		t.Fatalf("purpose: %v", err)
+	}
+	if st, err := f.svc.CheckState(ctx, state, subrole.PurposeLink); err != nil || st.DiscordUserID != alice || st.DiscordName != "alice" {
+		t.Fatalf("check: %+v %v", st, err)
+	}
+	res, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "1", TwitchLogin: "alice_tv", Tier: subrole.Tier1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Desired, []string{roleLinked, roleT1}) || res.Sub.Source != subrole.SourceOAuth || !res.Sub.Active() {
+		t.Fatalf("result %+v", res)
+	}
+	jobs := f.jobs()
+	if len(jobs) != 1 || jobs[0].DiscordUserID != alice || !slices.Equal(jobs[0].Desired, res.Desired) {
+		t.Fatalf("jobs %+v", jobs)
+	}
+	// The state is used up.
+	if _, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "1"}); subrole.StateReason(err) != subrole.ReasonStateUsed {
+		t.Fatalf("reuse: %v", err)
+	}
+
+	// Bob cannot take alice's Twitch account; nothing changes, his state stays usable.
+	bs, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, bob, "bob", "")
+	if _, err := f.svc.CompleteLink(ctx, bs, subrole.Viewer{TwitchUserID: "1"}); !errors.Is(err, subrole.ErrConflict) {
+		t.Fatalf("conflict: %v", err)
+	}
+	if _, err := f.svc.Member(ctx, bob); !errors.Is(err, subrole.ErrNotFound) {
+		t.Fatalf("bob linked: %v", err)
+	}
+	if len(f.jobs()) != 0 {
+		t.Fatal("a refused link queued roles")
+	}
+	if _, err := f.svc.CompleteLink(ctx, bs, subrole.Viewer{TwitchUserID: "2", TwitchLogin: "bob_tv"}); err != nil {
+		t.Fatalf("bob's own account: %v", err)
+	}
+
+	// A state expires after StateTTL by the service clock.
+	late, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "", "")
+	f.clock.Add(subrole.StateTTL)
+	if _, err := f.svc.CompleteLink(ctx, late, subrole.Viewer{TwitchUserID: "3"}); subrole.StateReason(err) != subrole.ReasonStateExpired {
+		t.Fatalf("expired: %v", err)
+	}
+	// Expired states are pruned when new ones are issued.
+	f.clock.Add(time.Minute)
+	f.svc.NewOAuthState(ctx, subrole.PurposeBroadcaster, "", "", "")
+	if _, err := f.svc.CheckState(ctx, late, subrole.PurposeLink); subrole.StateReason(err) != subrole.ReasonStateUnknown {
+		t.Fatalf("not pruned: %v", err)
+	}
+}
+
+// helixOne answers Subscribers from a map.
+type helixOne map[string]subrole.HelixSubscription
+
+func (h helixOne) Subscribers(_ context.Context, ids []string) ([]subrole.HelixSubscription, error) {
+	var out []subrole.HelixSubscription
+	for _, id := range ids {
+		if s, ok := h[id]; ok {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (h helixOne) AllSubscribers(ctx context.Context, fn func([]subrole.HelixSubscription) error) error {
+	return errors.New("not used")
+}
+
+func TestResync(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, policy)
+	state, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "", "")
+	if _, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "1", TwitchLogin: "alice_tv"}); err != nil {
+		t.Fatal(err)
+	}
+	f.jobs()
+	m, err := f.svc.Resync(ctx, helixOne{"1": {UserID: "1", UserLogin: "alice_tv", Tier: subrole.Tier3, IsGift: true, GifterID: "9", GifterLogin: "zoe"}}, alice)
+	if err != nil || m.Sub.Tier != subrole.Tier3 || m.Sub.GifterID != "9" || m.Sub.Source != subrole.SourceHelix {
+		t.Fatalf("resync: %+v %v", m, err)
+	}
+	// Unchanged state still reapplies the roles.
+	if _, err := f.svc.Resync(ctx, helixOne{"1": {UserID: "1", Tier: subrole.Tier3, IsGift: true, GifterID: "9", GifterLogin: "zoe"}}, alice); err != nil {
+		t.Fatal(err)
+	}
+	jobs := f.jobs()
+	if len(jobs) != 2 || !slices.Equal(jobs[1].Desired, []string{roleLinked, roleT3}) {
+		t.Fatalf("jobs %+v", jobs)
+	}
+	if _, err := f.svc.Resync(ctx, helixOne{}, bob); !errors.Is(err, subrole.ErrNotFound) {
+		t.Fatalf("unlinked: %v", err)
+	}
+}

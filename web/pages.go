@@ -1,0 +1,157 @@
+package web
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+//go:embed assets/page.html assets/subrole.css
+var assets embed.FS
+
+// pageTemplate is parsed once per Handler (no package-level state).
+func pageTemplate() *template.Template {
+	return template.Must(template.ParseFS(assets, "assets/page.html"))
+}
+
+// page is what the template renders.
+type page struct {
+	Lang       string
+	Kind       string // "ok", "warning" or "error": the accent colour
+	Title      string
+	Paragraphs []string
+	Facts      []fact
+	RefLabel   string
+	Ref        string
+	Close      string
+	Style      string
+}
+
+type fact struct{ Label, Value string }
+
+// The languages pages are written in.
+const (
+	langEN = "en"
+	langJA = "ja"
+)
+
+// language picks Japanese or English from Accept-Language: the supported
+// language with the highest q wins, English on a tie or when neither is asked for.
+func language(header string) string {
+	best, bestQ := langEN, -1.0
+	for part := range strings.SplitSeq(header, ",") {
+		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				continue
+			}
+			q = f
+		}
+		primary, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(tag)), "-")
+		if (primary == langJA || primary == langEN) && q > 0 && q > bestQ {
+			best, bestQ = primary, q
+		}
+	}
+	return best
+}
+
+// text is one message in both languages; %s verbs take the page's arguments.
+type text struct{ en, ja string }
+
+func (t text) in(lang string, args ...any) string {
+	s := t.en
+	if lang == langJA {
+		s = t.ja
+	}
+	if len(args) == 0 {
+		return s
+	}
+	return fmt.Sprintf(s, args...)
+}
+
+// The page texts.
+var (
+	txtLinkedTitle   = text{"Linked", "連携しました"}
+	txtLinked        = text{"Your Discord account %s is now linked to the Twitch account %s.", "Discord アカウント %s を Twitch アカウント %s と連携しました。"}
+	txtTwitch        = text{"Twitch account", "Twitch アカウント"}
+	txtSubscription  = text{"Subscription", "サブスク"}
+	txtNotSubscribed = text{"not subscribed", "サブスクしていません"}
+	txtTier          = text{"Tier %d", "ティア %d"}
+	txtGift          = text{" (gift)", "（ギフト）"}
+	txtRoles         = text{"Roles", "ロール"}
+	txtNoRoles       = text{"none", "なし"}
+	txtApplying      = text{"Discord is being updated now; your roles appear within a few seconds.", "Discord のロールを更新しています。数秒で反映されます。"}
+	txtClose         = text{"You can close this tab.", "このタブは閉じてかまいません。"}
+	txtRef           = text{"Reference", "参照番号"}
+
+	txtDeniedTitle = text{"Not linked", "連携していません"}
+	txtDenied      = text{"You cancelled the authorization on Twitch. Nothing was changed. Run /link in Discord again whenever you like.",
+		"Twitch での認可がキャンセルされました。何も変更していません。連携するときは Discord でもう一度 /link を実行してください。"}
+
+	txtBadTitle = text{"This link is not valid", "このリンクは無効です"}
+	txtBad      = text{"This link has expired or was already used. Run /link in Discord to get a new one.",
+		"このリンクは期限切れか、すでに使われています。Discord で /link を実行して新しいリンクを取得してください。"}
+	txtTwitchError = text{"Twitch did not complete the authorization (%s). Nothing was changed. Run /link in Discord to try again.",
+		"Twitch での認可が完了しませんでした（%s）。何も変更していません。Discord で /link を実行してやり直してください。"}
+
+	txtConflictTitle = text{"Already linked", "すでに連携されています"}
+	txtConflict      = text{"The Twitch account %s is already linked to another Discord member. Nothing was changed. That member can run /unlink, or a moderator can move the link.",
+		"Twitch アカウント %s はすでに別の Discord メンバーと連携されています。何も変更していません。そのメンバーが /unlink するか、モデレーターに移動を依頼してください。"}
+
+	txtRetryTitle = text{"Please try again in a minute", "1分ほどしてからもう一度お試しください"}
+	txtRetry      = text{"Something went wrong while talking to Twitch or saving the link. Nothing was changed. Please try again in a minute (the button in Discord works for ten minutes; after that, run /link again).",
+		"Twitch との通信または連携の保存で問題が発生しました。何も変更していません。1分ほどしてからもう一度お試しください（Discord のボタンは10分間有効です。過ぎたら /link をもう一度実行してください）。"}
+
+	txtConnectedTitle = text{"Channel connected", "チャンネルを接続しました"}
+	txtConnected      = text{"The channel %s is connected: subrole can now read its subscriptions and keep them in sync.",
+		"チャンネル %s を接続しました。subrole はサブスク情報を読み取り、同期できるようになりました。"}
+	txtWrongAccountTitle = text{"Wrong Twitch account", "Twitch アカウントが違います"}
+	txtWrongAccount      = text{"You logged in as %s, but this service is set up for the channel with ID %s. Nothing was changed. Log out of Twitch, then open this page again and log in with the channel's account.",
+		"%s としてログインしましたが、このサービスはチャンネル ID %s 用に設定されています。何も変更していません。Twitch からログアウトし、チャンネルのアカウントでもう一度このページを開いてください。"}
+	txtScopeTitle = text{"Permission missing", "権限が不足しています"}
+	txtScope      = text{"The authorization did not include permission to read subscriptions. Nothing was changed. Open this page again and approve every permission.",
+		"サブスク情報を読み取る権限が許可されませんでした。何も変更していません。もう一度このページを開き、すべての権限を許可してください。"}
+)
+
+// render writes p with the security headers every page carries: a CSP that
+// allows nothing but the stylesheet, no referrer (the callback URL holds a
+// code and a state), no caching, no framing.
+func (h *Handler) render(w http.ResponseWriter, status int, p page) {
+	p.Style = h.stylePath
+	if p.Ref != "" {
+		p.RefLabel = txtRef.in(p.Lang)
+	}
+	var buf bytes.Buffer
+	if err := h.tmpl.Execute(&buf, p); err != nil {
+		h.log.Error("web: rendering a page failed", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	securityHeaders(w.Header())
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+}
+
+// Style serves the pages' stylesheet.
+func (h *Handler) Style(w http.ResponseWriter, r *http.Request) {
+	css, _ := assets.ReadFile("assets/subrole.css")
+	securityHeaders(w.Header())
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	w.Write(css)
+}
