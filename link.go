@@ -189,6 +189,11 @@ func (s *Service) CompleteLink(ctx context.Context, raw string, v Viewer) (LinkR
 func observeViewer(before Subscription, v Viewer, now time.Time) Subscription {
 	after := before
 	after.TwitchLogin = firstNonEmpty(v.TwitchLogin, before.TwitchLogin)
+	if before.Source == SourceEventSub && now.Sub(before.LastEvent) < HelixLag {
+		// Helix lags behind EventSub: a viewer who subscribed a moment ago
+		// and runs /link at once may not be listed yet. The event knows better.
+		return after
+	}
 	if v.Tier.Valid() {
 		if !before.Active() {
 			after.Started = now

@@ -176,3 +176,34 @@ func TestResync(t *testing.T) {
 		t.Fatalf("unlinked: %v", err)
 	}
 }
+
+// TestLinkTrustsAFreshEvent: a viewer subscribes and runs /link at once;
+// Helix has not caught up and says "not subscribed". The event wins.
+func TestLinkTrustsAFreshEvent(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, policy)
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: "7", Tier: subrole.Tier2})
+	state, err := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Sub.Active() || res.Sub.Tier != subrole.Tier2 || !slices.Equal(res.Desired, []string{roleLinked, roleT2}) {
+		t.Fatalf("a lagging Helix ended a fresh subscription: %+v", res)
+	}
+
+	// Long after the event, the member's own check is believed.
+	f.clock.Add(subrole.HelixLag)
+	f.svc.Unlink(ctx, alice, "test")
+	state, _ = f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
+	res, err = f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sub.Active() {
+		t.Fatalf("an old event outweighed the member's own check: %+v", res.Sub)
+	}
+}
