@@ -30,6 +30,7 @@ type Service struct {
 	batchSize    int
 	reconciling  atomic.Bool   // one reconcile pass at a time
 	reconcileNow chan struct{} // RequestReconcile
+	onRevocation func(Revocation)
 }
 
 // Config configures a Service. Every field's zero value is usable except Store.
@@ -44,6 +45,10 @@ type Config struct {
 	Logger *slog.Logger
 	// BatchSize is how many inbox events are applied per commit. Zero means 256.
 	BatchSize int
+	// OnRevocation, if not nil, is called after a revocation is recorded
+	// (not for duplicates), so that the subscription can be repaired. It is
+	// called on the webhook's request goroutine and must not block.
+	OnRevocation func(Revocation)
 }
 
 // NewService returns a Service for cfg.
@@ -59,6 +64,7 @@ func NewService(cfg Config) *Service {
 		checksReady: make(chan struct{}, 1),
 
 		reconcileNow: make(chan struct{}, 1),
+		onRevocation: cfg.OnRevocation,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -144,6 +150,9 @@ func (s *Service) RecordRevocation(ctx context.Context, messageID string, r Revo
 		s.log.Error("twitch revoked an eventsub subscription; events of this type stop until it is re-created",
 			"subscription_id", r.SubscriptionID, "type", string(r.Type), "status", r.Status,
 			"fix", revocationFix(r.Status))
+		if s.onRevocation != nil {
+			s.onRevocation(r)
+		}
 	}
 	return duplicate, nil
 }
@@ -153,7 +162,7 @@ func revocationFix(status string) string {
 	case "authorization_revoked", "user_removed":
 		return "the broadcaster must authorize subrole again"
 	case "notification_failures_exceeded":
-		return "the webhook was unreachable or slow; check that the public URL answers, then re-create the subscription"
+		return "the webhook was unreachable or slow; check that the public URL answers (subrole re-creates the subscription)"
 	case "version_removed":
 		return "upgrade subrole"
 	}

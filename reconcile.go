@@ -91,6 +91,29 @@ func (s *Service) LastReconcile(ctx context.Context) (ReconcileReport, bool, err
 	return r, ok, err
 }
 
+// ReconcileStage names what a running pass is doing, for progress reports.
+type ReconcileStage string
+
+// The stages of a pass, in order.
+const (
+	StageHelix   ReconcileStage = "reading Twitch subscribers"
+	StageApply   ReconcileStage = "fixing subscription state"
+	StageDiscord ReconcileStage = "checking Discord roles"
+	StageDone    ReconcileStage = "done"
+)
+
+// ReconcileOptions configures one pass of ReconcileWith.
+type ReconcileOptions struct {
+	// Source reads Helix. Required.
+	Source SubscriberSource
+	// Roles, if not nil, lets the pass repair roles edited by hand.
+	Roles MemberRoles
+	// Progress, if not nil, is called at each stage and after every Helix
+	// request or Discord page with the report so far. It must not block for
+	// long: the pass waits for it.
+	Progress func(ReconcileStage, ReconcileReport)
+}
+
 // Reconcile compares the broadcaster's subscribers in Helix with the stored
 // state and fixes every drift (a missed end, a missed subscribe, a tier
 // change, a gift that became paid), queueing role jobs for linked members.
@@ -100,98 +123,166 @@ func (s *Service) LastReconcile(ctx context.Context) (ReconcileReport, bool, err
 // batches of the linked members. Only one pass runs at a time; a second call
 // meanwhile returns ErrReconcileRunning.
 func (s *Service) Reconcile(ctx context.Context, src SubscriberSource, roles MemberRoles) (ReconcileReport, error) {
+	return s.ReconcileWith(ctx, ReconcileOptions{Source: src, Roles: roles})
+}
+
+// known is what a pass keeps in memory about one Twitch user: the part of
+// the stored subscription it compares with Helix, and what decides their
+// roles. A channel may have 100,000s; this stays small.
+type known struct {
+	tier     Tier // stored tier, TierNone when not active
+	isGift   bool
+	gifterID string
+	eff      Tier // the effective tier at load time (grace periods included), for role checks
+	linked   bool
+	seen     bool // Helix listed them
+}
+
+// ReconcileWith is Reconcile with progress reports.
+//
+// Helix facts are stamped HelixLag before the pass started: Helix may not
+// show changes younger than that, so an event sent after that moment (even
+// one delivered late, after the pass) wins over what the pass wrote, and the
+// pass leaves alone state that an event set within the window.
+//
+// Memory stays proportional to the channel with small constants: the stored
+// state is loaded once into a compact map, Helix pages are compared as they
+// arrive and only the differences are kept.
+func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
 	if !s.reconciling.CompareAndSwap(false, true) {
 		return ReconcileReport{}, ErrReconcileRunning
 	}
 	defer s.reconciling.Store(false)
+	src := opts.Source
+	progress := func(stage ReconcileStage, rep ReconcileReport) {
+		if opts.Progress != nil {
+			opts.Progress(stage, rep)
+		}
+	}
 
 	// Apply what has already arrived, so Helix is compared with the newest events.
 	if _, err := s.work(ctx); err != nil {
 		return ReconcileReport{}, err
 	}
 	rep := ReconcileReport{Started: s.now()}
-	observed := rep.Started
+	observed := rep.Started.Add(-HelixLag)
 
 	// Load what we know.
-	subs := map[string]Subscription{}
-	var links []Link
+	users := map[string]*known{}   // Twitch user id ->
+	members := map[string]string{} // Discord user id -> Twitch user id
+	var linkedIDs []string
+	active := 0
 	err := s.store.View(ctx, func(tx Tx) error {
 		if err := tx.ForEachSubscription(func(sub Subscription) error {
-			if sub.Active() {
-				subs[sub.TwitchUserID] = sub
+			eff := s.policy.EffectiveTier(sub, rep.Started)
+			if !sub.Active() && !eff.Valid() {
+				return nil
 			}
+			k := &known{eff: eff}
+			if sub.Active() {
+				k.tier, k.isGift, k.gifterID = sub.Tier, sub.IsGift, sub.GifterID
+				active++
+			}
+			users[sub.TwitchUserID] = k
 			return nil
 		}); err != nil {
 			return err
 		}
-		return tx.ForEachLink(func(l Link) error { links = append(links, l); return nil })
+		return tx.ForEachLink(func(l Link) error {
+			k := users[l.TwitchUserID]
+			if k == nil {
+				k = &known{}
+				users[l.TwitchUserID] = k
+			}
+			k.linked = true
+			members[l.DiscordUserID] = l.TwitchUserID
+			linkedIDs = append(linkedIDs, l.TwitchUserID)
+			return nil
+		})
 	})
 	if err != nil {
 		return rep, fmt.Errorf("subrole: reconcile: load state: %w", err)
 	}
+	last, hadLast, _ := s.LastReconcile(ctx)
 
-	// Read Helix.
-	helix := map[string]HelixSubscription{}
-	covered := func(string) bool { return true } // which users Helix answered for
-	pages, batches := (len(subs)+99)/100+1, (len(links)+99)/100
+	// Read Helix, comparing as pages arrive. Its subscriber count is
+	// estimated from what we store and what the last full read found,
+	// whichever is larger.
+	progress(StageHelix, rep)
+	var fixes []HelixSubscription // Tier == TierNone means "not subscribed"
+	compare := func(page []HelixSubscription) {
+		for _, h := range page {
+			rep.Subscribers++
+			k := users[h.UserID]
+			if k == nil { // not known as subscribed: a missed subscribe (state kept for when they link)
+				users[h.UserID] = &known{seen: true}
+				fixes = append(fixes, h)
+				continue
+			}
+			if k.seen {
+				rep.Subscribers-- // listed twice (pages shifted while being read)
+				continue
+			}
+			k.seen = true
+			if k.tier != h.Tier || k.isGift != h.IsGift || (h.IsGift && k.gifterID != h.GifterID) {
+				fixes = append(fixes, h)
+			}
+		}
+	}
+	estimate := active
+	if hadLast && last.Strategy == "all" {
+		estimate = max(estimate, last.Subscribers)
+	}
+	pages, batches := (estimate+99)/100+1, (len(linkedIDs)+99)/100
 	if batches < pages {
 		rep.Strategy = "linked"
-		linked := map[string]bool{}
-		for chunk := range slices.Chunk(links, 100) {
-			ids := make([]string, len(chunk))
-			for i, l := range chunk {
-				ids[i] = l.TwitchUserID
-				linked[l.TwitchUserID] = true
-			}
-			got, err := src.Subscribers(ctx, ids)
+		for chunk := range slices.Chunk(linkedIDs, 100) {
+			got, err := src.Subscribers(ctx, chunk)
 			rep.HelixRequests++
 			if err != nil {
 				return rep, fmt.Errorf("subrole: reconcile: read subscribers: %w", err)
 			}
-			for _, h := range got {
-				helix[h.UserID] = h
-			}
+			compare(got)
+			progress(StageHelix, rep)
 		}
-		covered = func(id string) bool { return linked[id] }
 	} else {
 		rep.Strategy = "all"
 		err := src.AllSubscribers(ctx, func(page []HelixSubscription) error {
 			rep.HelixRequests++
-			for _, h := range page {
-				helix[h.UserID] = h
-			}
+			compare(page)
+			progress(StageHelix, rep)
 			return nil
 		})
 		if err != nil {
 			return rep, fmt.Errorf("subrole: reconcile: read subscribers: %w", err)
 		}
 	}
-	rep.Subscribers = len(helix)
-
-	// Work out the differences.
-	var fixes []HelixSubscription // Tier == TierNone means "not subscribed"
-	for id := range subs {
-		if _, ok := helix[id]; !ok && covered(id) {
+	linkedIDs = nil
+	// Stored as subscribed, not listed by Helix: a missed end (in the
+	// "linked" strategy only linked users were asked about).
+	for id, k := range users {
+		if k.tier.Valid() && !k.seen && (rep.Strategy == "all" || k.linked) {
 			fixes = append(fixes, HelixSubscription{UserID: id})
-		}
-	}
-	for id, h := range helix {
-		sub, ok := subs[id]
-		if !ok || sub.Tier != h.Tier || sub.IsGift != h.IsGift || (h.IsGift && sub.GifterID != h.GifterID) {
-			fixes = append(fixes, h)
 		}
 	}
 	slices.SortFunc(fixes, func(a, b HelixSubscription) int { return strings.Compare(a.UserID, b.UserID) })
 
 	// Apply them in commits of a bounded size, re-reading each state inside
 	// the commit so an event applied meanwhile wins.
+	progress(StageApply, rep)
+	fixed := map[string]bool{} // Twitch users given a role job by this pass
 	for chunk := range slices.Chunk(fixes, 500) {
 		var delta ReconcileReport
+		var jobsFor []string
 		err := s.store.Update(ctx, func(tx Tx) error {
-			delta = ReconcileReport{}
+			delta, jobsFor = ReconcileReport{}, jobsFor[:0]
 			for _, h := range chunk {
-				if err := s.reconcileOne(tx, h, observed, &delta); err != nil {
+				n, err := s.reconcileOne(tx, h, observed, &delta)
+				if err != nil {
 					return err
+				}
+				if n > 0 {
+					jobsFor = append(jobsFor, h.UserID)
 				}
 			}
 			return nil
@@ -200,10 +291,29 @@ func (s *Service) Reconcile(ctx context.Context, src SubscriberSource, roles Mem
 			return rep, fmt.Errorf("subrole: reconcile: apply: %w", err)
 		}
 		rep.add(delta)
+		for _, id := range jobsFor {
+			fixed[id] = true
+		}
+		if delta.RoleJobs > 0 {
+			signal(s.outboxReady) // let the applier start while the pass goes on
+		}
+		progress(StageApply, rep)
 	}
 
-	if roles != nil {
-		if err := s.enforceRoles(ctx, roles, &rep); err != nil {
+	if opts.Roles != nil {
+		progress(StageDiscord, rep)
+		expect := func(discordUserID string) ([]string, bool) { // from the state loaded at the start
+			twitchID, ok := members[discordUserID]
+			if !ok || fixed[twitchID] {
+				return nil, false // not linked, or already given a job by this pass
+			}
+			tier := TierNone
+			if k := users[twitchID]; k != nil {
+				tier = k.eff
+			}
+			return s.desiredForTier(tier), true
+		}
+		if err := s.enforceRoles(ctx, opts.Roles, expect, fixed, &rep, progress); err != nil {
 			return rep, err
 		}
 	}
@@ -228,22 +338,20 @@ func (s *Service) Reconcile(ctx context.Context, src SubscriberSource, roles Mem
 		"subscribers", rep.Subscribers, "missed_end", rep.MissedEnd, "missed_subscribe", rep.MissedSubscribe,
 		"tier_change", rep.TierChange, "gift_to_paid", rep.GiftToPaid, "roles_repaired", rep.RolesRepaired,
 		"skipped", rep.Skipped, "role_jobs", rep.RoleJobs, "took", rep.Finished.Sub(rep.Started))
+	progress(StageDone, rep)
 	return rep, nil
 }
 
-// reconcileOne makes one Twitch user's state agree with Helix.
-func (s *Service) reconcileOne(tx Tx, h HelixSubscription, observed time.Time, rep *ReconcileReport) error {
+// reconcileOne makes one Twitch user's state agree with Helix, whose facts
+// are stamped observed, and returns the role jobs it queued.
+func (s *Service) reconcileOne(tx Tx, h HelixSubscription, observed time.Time, rep *ReconcileReport) (int, error) {
 	before, err := loadSubscription(tx, h.UserID)
 	if err != nil {
-		return err
-	}
-	if before.Source == SourceEventSub && before.LastEvent.After(observed.Add(-HelixLag)) {
-		rep.Skipped++ // a recent event knows better than Helix
-		return nil
+		return 0, err
 	}
 	if before.LastEvent.After(observed) {
-		rep.Skipped++
-		return nil
+		rep.Skipped++ // a fact newer than what Helix is sure to show knows better
+		return 0, nil
 	}
 	after := before
 	after.LastEvent, after.LastEventType, after.Source = observed, "reconcile", SourceHelix
@@ -251,7 +359,7 @@ func (s *Service) reconcileOne(tx Tx, h HelixSubscription, observed time.Time, r
 	switch {
 	case !h.Tier.Valid():
 		if !before.Active() {
-			return nil
+			return 0, nil
 		}
 		after.Ended, kind = observed, "missed end"
 		rep.MissedEnd++
@@ -276,49 +384,84 @@ func (s *Service) reconcileOne(tx Tx, h HelixSubscription, observed time.Time, r
 	}
 	n, err := s.commitSubscription(tx, before, after, "", observed, "reconcile: "+kind)
 	rep.RoleJobs += n
-	return err
+	return n, err
+}
+
+// desiredForTier returns the roles of a linked member whose effective tier
+// is t: DesiredRoles depends on nothing else.
+func (s *Service) desiredForTier(t Tier) []string {
+	return DesiredRoles(s.policy, Member{Link: Link{DiscordUserID: "-"}, Sub: Subscription{Tier: t}}, time.Time{})
 }
 
 // enforceRoles compares every linked member's Discord roles with the desired
-// ones and queues a job for each member whose managed roles differ.
-func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, rep *ReconcileReport) error {
+// ones and queues a job for each member whose managed roles differ. expect
+// gives a member's desired roles from the state loaded at the start of the
+// pass (false: not linked, or already given a job by this pass), so a page
+// of members costs no store read; the few that differ are checked again
+// against the store in the commit that queues their jobs. Members with a job
+// still in the outbox are left to it: Discord shows their roles before it.
+func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, expect func(string) ([]string, bool), fixed map[string]bool,
+	rep *ReconcileReport, progress func(ReconcileStage, ReconcileReport)) error {
 	managed := s.policy.Managed()
 	err := roles.AllMemberRoles(ctx, func(page map[string][]string) error {
-		ids := make([]string, 0, len(page))
-		for id := range page {
-			ids = append(ids, id)
+		var candidates []string
+		for id, actual := range page {
+			if want, ok := expect(id); ok && !Diff(actual, want, managed).Empty() {
+				candidates = append(candidates, id)
+			}
 		}
-		slices.Sort(ids)
-		var repaired, jobs int
+		if len(candidates) == 0 {
+			progress(StageDiscord, *rep)
+			return nil
+		}
+		slices.Sort(candidates)
+		var repaired int
 		err := s.store.Update(ctx, func(tx Tx) error {
-			repaired, jobs = 0, 0
+			repaired = 0
 			now := s.now()
-			for _, id := range ids {
+			jobs, err := tx.RoleJobs(0, -1)
+			if err != nil {
+				return err
+			}
+			pending := make(map[string]bool, len(jobs))
+			for _, j := range jobs {
+				pending[j.DiscordUserID] = true
+			}
+			for _, id := range candidates {
+				if pending[id] {
+					continue
+				}
 				link, err := tx.LinkByDiscord(id)
 				if errors.Is(err, ErrNotFound) {
-					continue
+					continue // unlinked meanwhile
 				}
 				if err != nil {
 					return err
+				}
+				if fixed[link.TwitchUserID] {
+					continue
 				}
 				sub, err := loadSubscription(tx, link.TwitchUserID)
 				if err != nil {
 					return err
 				}
-				desired := DesiredRoles(s.policy, Member{Link: link, Sub: sub}, now)
-				if Diff(page[id], desired, managed).Empty() {
-					continue
+				want := DesiredRoles(s.policy, Member{Link: link, Sub: sub}, now)
+				if Diff(page[id], want, managed).Empty() {
+					continue // an event changed them meanwhile
 				}
-				repaired++
-				if err := s.queueRoles(tx, link, desired, "", now, "subrole: reconcile restored roles edited by hand"); err != nil {
+				if err := s.queueRoles(tx, link, want, "", now, "subrole: reconcile restored roles edited by hand"); err != nil {
 					return err
 				}
-				jobs++
+				repaired++
 			}
 			return nil
 		})
 		rep.RolesRepaired += repaired
-		rep.RoleJobs += jobs
+		rep.RoleJobs += repaired
+		if repaired > 0 {
+			signal(s.outboxReady)
+		}
+		progress(StageDiscord, *rep)
 		return err
 	})
 	if err != nil {
@@ -349,9 +492,15 @@ type ReconcileSchedule struct {
 	Source SubscriberSource
 	// Roles, if not nil, lets each pass repair roles edited by hand.
 	Roles MemberRoles
+	// Ready, if not nil, is asked before each pass: while it returns an
+	// error (the broadcaster has not authorized subrole), no pass runs; the
+	// reason is logged once and Ready is asked again after RetryAfter or on
+	// RequestReconcile. Nil means always ready.
+	Ready func() error
 	// Interval is the time between passes. Zero means 6 hours.
 	Interval time.Duration
-	// RetryAfter is the wait after a failed pass. Zero means 5 minutes.
+	// RetryAfter is the wait after a failed pass, or while not Ready. Zero
+	// means 5 minutes.
 	RetryAfter time.Duration
 	// OnDone, if set, is called after every pass with its report or error.
 	OnDone func(ReconcileReport, error)
@@ -362,8 +511,9 @@ type ReconcileSchedule struct {
 func (s *Service) RequestReconcile() { signal(s.reconcileNow) }
 
 // RunReconcile runs reconcile passes until ctx is done: at start when the
-// last successful pass is older than the interval, then every interval, and
-// whenever RequestReconcile is called.
+// last successful pass is older than the interval, then an interval after
+// the last successful pass (however it was started), and whenever
+// RequestReconcile is called.
 func (s *Service) RunReconcile(ctx context.Context, sch ReconcileSchedule) error {
 	interval, retry := sch.Interval, sch.RetryAfter
 	if interval <= 0 {
@@ -372,10 +522,16 @@ func (s *Service) RunReconcile(ctx context.Context, sch ReconcileSchedule) error
 	if retry <= 0 {
 		retry = 5 * time.Minute
 	}
-	next := time.Duration(0)
-	if last, ok, err := s.LastReconcile(ctx); err == nil && ok {
-		next = max(last.Finished.Add(interval).Sub(s.now()), 0)
+	// due is how long until a pass is due by the schedule.
+	due := func() time.Duration {
+		last, ok, err := s.LastReconcile(ctx)
+		if err != nil || !ok {
+			return 0
+		}
+		return max(last.Finished.Add(interval).Sub(s.now()), 0)
 	}
+	next := due()
+	waiting := "" // why the last pass could not start
 	for {
 		timer := time.NewTimer(next)
 		select {
@@ -386,12 +542,26 @@ func (s *Service) RunReconcile(ctx context.Context, sch ReconcileSchedule) error
 		case <-s.reconcileNow:
 			timer.Stop()
 		}
+		if sch.Ready != nil {
+			if err := sch.Ready(); err != nil {
+				if err.Error() != waiting {
+					s.log.Warn("reconcile: waiting", "reason", err, "retry_in", retry)
+					waiting = err.Error()
+				}
+				next = retry
+				continue
+			}
+			waiting = ""
+		}
 		rep, err := s.Reconcile(ctx, sch.Source, sch.Roles)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		next = interval
-		if err != nil && !errors.Is(err, ErrReconcileRunning) {
+		next = due()
+		switch {
+		case errors.Is(err, ErrReconcileRunning):
+			next = max(next, time.Second) // an on-demand pass is running: look again after it
+		case err != nil:
 			s.log.Error("reconcile: pass failed; will retry", "err", err, "retry_in", retry)
 			next = retry
 		}

@@ -461,7 +461,7 @@ func ProgressText(stage subrole.ReconcileStage, r subrole.ReconcileReport) strin
 func ReconcileText(r subrole.ReconcileReport) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Resync of every member done in %s: %d subscribers checked with %d Twitch requests.\n",
-		r.Finished.Sub(r.Started).Round(100*time.Millisecond), r.Subscribers, r.HelixRequests)
+		r.Finished.Sub(r.Started).Round(time.Millisecond), r.Subscribers, r.HelixRequests)
 	fmt.Fprintf(&b, "Missed ends: %d · Missed subscriptions: %d · Tier changes: %d · Gifts turned paid: %d\n",
 		r.MissedEnd, r.MissedSubscribe, r.TierChange, r.GiftToPaid)
 	fmt.Fprintf(&b, "Roles restored after hand edits: %d · Left to newer events: %d\n", r.RolesRepaired, r.Skipped)

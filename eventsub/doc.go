@@ -52,6 +52,27 @@
 // every request whose signature is valid, which lets a ban or rate-limit
 // layer never penalise Twitch.
 //
+// # Subscription management
+//
+// Manager keeps the application's webhook subscriptions (channel.subscribe,
+// .end, .message, .gift for the broadcaster; user.authorization.revoke for
+// the client id) in place through an API (GET, POST, DELETE
+// /eventsub/subscriptions; cmd/subrole adapts the twitch client to it).
+// Sync reuses enabled ones, deletes its own failed or revoked ones,
+// replaces its own at another callback, secret generation or version (the
+// new one first, the old one once the new one is enabled), makes room under
+// Twitch's limit of 3 per type and condition by deleting its own stale ones
+// only, treats 409 as "exists", and never touches a subscription whose
+// callback is not subrole's. HandleRevocation re-syncs after a revocation
+// subrole can fix, and for authorization_revoked or user_removed raises an
+// error and creates nothing until BroadcasterConnected: no create loop.
+//
+// SecretGeneration and CallbackURL implement secret rotation: the callback
+// carries the secret's generation (?g=N), bumped when the configured secret
+// changes, so the old subscriptions become stale and are replaced; while any
+// remain, Manager.Rotating reports true and Handler.AcceptPrevious lets the
+// previous secret verify their messages.
+//
 // # Caveats
 //
 // Twitch signs only the message id, the timestamp and the body: the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/url"
@@ -48,8 +47,9 @@ type API interface {
 var ErrExists = errors.New("eventsub: subscription already exists")
 
 // ErrNeedsBroadcaster means Twitch revoked our subscriptions because the
-// broadcaster withdrew the authorization; they can be re-created only after
-// the broadcaster connects again.
+// broadcaster withdrew the authorization, or refused to create one (403)
+// for lack of it; they can be created only after the broadcaster connects
+// again. An API implementation returns an error wrapping it for such a 403.
 var ErrNeedsBroadcaster = errors.New("eventsub: the broadcaster must authorize subrole again")
 
 // Status values Helix reports for subscriptions.
@@ -64,8 +64,9 @@ const (
 	StatusVersionRemoved      = "version_removed"
 )
 
-// CallbackPath is the path of the webhook route; a subscription whose
-// callback has this path was created by subrole.
+// CallbackPath is the path of the webhook route. A webhook subscription
+// whose callback path ends with it, on subrole's host or carrying a secret
+// generation query (see CallbackURL), was created by subrole.
 const CallbackPath = "/twitch_eventsub"
 
 // MaxPerCondition is how many subscriptions Twitch allows for one type and condition.
@@ -85,12 +86,17 @@ var supportedVersions = map[subrole.EventType][]string{
 // stale ones, and never touches subscriptions whose callback is not
 // subrole's. Sync is safe to call at any time and from several goroutines;
 // calls are serialized.
+//
+// The channel.* subscriptions need the broadcaster's authorization; while
+// it is missing (Authorized fails, or Twitch revoked them for
+// authorization_revoked) Sync leaves them out and reports them as Waiting,
+// and user.authorization.revoke is still kept in place.
 type Manager struct {
 	// API talks to Helix. Required.
 	API API
 	// Callback is the webhook URL to subscribe, SUBROLE_PUBLIC_URL +
-	// CallbackPath, optionally with a query that names the secret's
-	// generation (see Generation). Required.
+	// CallbackPath with the secret's generation as a query (CallbackURL).
+	// Required.
 	Callback string
 	// Secret signs the subscriptions created. Required.
 	Secret string
@@ -98,19 +104,24 @@ type Manager struct {
 	BroadcasterID string
 	// ClientID is the condition of user.authorization.revoke. Required.
 	ClientID string
+	// Authorized, if not nil, returns nil when the broadcaster has
+	// authorized subrole to read their subscriptions, else why not. While it
+	// fails, Sync creates no channel.* subscription (Twitch would refuse
+	// them). Nil means authorized.
+	Authorized func() error
 	// Logger receives what the Manager does. Nil logs nothing.
 	Logger *slog.Logger
 	// WaitEnabled bounds how long Sync waits for a new subscription to become
 	// enabled before it deletes the one it replaces. Zero means 30 seconds.
 	WaitEnabled time.Duration
-	// Poll is how often Sync re-reads the list while waiting. Zero means 500 ms.
+	// Poll is the longest pause between list calls while waiting; the first
+	// pauses are shorter. Zero means 500 ms.
 	Poll time.Duration
 
-	mu           sync.Mutex
-	needsAuth    atomic.Bool // waiting for the broadcaster to reconnect
-	rotating     atomic.Bool // subscriptions signed with an older secret remain
-	lastReport   atomic.Pointer[SyncReport]
-	lastErrorMsg atomic.Pointer[string]
+	mu        sync.Mutex
+	needsAuth atomic.Bool // Twitch revoked for authorization: wait for the broadcaster
+	rotating  atomic.Bool // subscriptions of an older callback (secret generation) remain
+	status    atomic.Pointer[Status]
 }
 
 // SyncReport says what one Sync did.
@@ -119,8 +130,23 @@ type SyncReport struct {
 	Kept     []string // ids of enabled subscriptions reused
 	Created  []string
 	Deleted  []string
-	Foreign  int // subscriptions of other callbacks, left alone
-	Rotating bool
+	Foreign  int      // subscriptions of other callbacks, left alone
+	Waiting  []string // types not created because the broadcaster has not authorized subrole
+	Rotating bool     // subscriptions of an older callback or secret remain
+}
+
+// Status is the Manager's state for readiness checks and status pages.
+type Status struct {
+	Synced           bool      `json:"synced"` // a Sync has finished
+	LastSync         time.Time `json:"last_sync,omitzero"`
+	LastError        string    `json:"last_error,omitempty"` // "" when the last Sync succeeded
+	Kept             int       `json:"kept"`
+	Created          int       `json:"created"`
+	Deleted          int       `json:"deleted"`
+	Foreign          int       `json:"foreign"`
+	Waiting          []string  `json:"waiting,omitempty"`
+	NeedsBroadcaster bool      `json:"needs_broadcaster"` // Twitch revoked them for the broadcaster's authorization
+	Rotating         bool      `json:"rotating"`
 }
 
 // Wanted returns the subscriptions subrole needs, without ids.
@@ -136,63 +162,101 @@ func (m *Manager) Wanted() []Registration {
 }
 
 // Ours reports whether a subscription was created by subrole: a webhook
-// whose callback path is CallbackPath. Its host may be an older public URL.
-func Ours(s Registration) bool {
+// whose callback path ends with CallbackPath, on the host of m.Callback or
+// naming a secret generation (a subrole at an older public URL). Other
+// subscriptions of the same Twitch application are never touched.
+func (m *Manager) Ours(s Registration) bool {
 	if s.Method != "" && s.Method != "webhook" {
 		return false
 	}
 	u, err := url.Parse(s.Callback)
-	return err == nil && u.Path == CallbackPath
+	if err != nil || !strings.HasSuffix(u.Path, CallbackPath) {
+		return false
+	}
+	if u.Query().Has(generationParam) {
+		return true
+	}
+	own, err := url.Parse(m.Callback)
+	return err == nil && strings.EqualFold(u.Host, own.Host)
 }
 
 func sameTarget(a, b Registration) bool {
 	return a.Type == b.Type && maps.Equal(a.Condition, b.Condition)
 }
 
+func needsBroadcaster(t string) bool { return t != string(subrole.EventAuthorizationRevoke) }
+
 func (m *Manager) log() *slog.Logger {
 	if m.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
+		return slog.New(slog.DiscardHandler)
 	}
 	return m.Logger
 }
 
-// Rotating reports whether subscriptions created with an older secret still
-// exist, so the webhook must keep accepting the previous secret.
+// Rotating reports whether subscriptions created with an older callback or
+// secret still exist, so the webhook must keep accepting the previous
+// secret. It is false before the first Sync.
 func (m *Manager) Rotating() bool { return m.rotating.Load() }
 
-// NeedsBroadcaster reports whether Twitch revoked subscriptions because the
-// broadcaster withdrew the authorization and Sync is waiting for them to
-// reconnect.
+// NeedsBroadcaster reports whether Twitch revoked subscriptions (or refused
+// to create them) for lack of the broadcaster's authorization and the
+// Manager is waiting for BroadcasterConnected.
 func (m *Manager) NeedsBroadcaster() bool { return m.needsAuth.Load() }
 
-// Last returns the last Sync's report and error message ("" on success).
-func (m *Manager) Last() (SyncReport, string) {
-	var r SyncReport
-	if p := m.lastReport.Load(); p != nil {
-		r = *p
+// Status returns the state after the last Sync.
+func (m *Manager) Status() Status {
+	var st Status
+	if p := m.status.Load(); p != nil {
+		st = *p
+		st.Waiting = slices.Clone(st.Waiting)
 	}
-	var msg string
-	if p := m.lastErrorMsg.Load(); p != nil {
-		msg = *p
+	st.NeedsBroadcaster, st.Rotating = m.needsAuth.Load(), m.rotating.Load()
+	return st
+}
+
+// Problem returns what an operator should know about the subscriptions, or
+// "" when they are in place (or before the first Sync).
+func (m *Manager) Problem() string {
+	st := m.Status()
+	switch {
+	case st.NeedsBroadcaster:
+		return "EventSub: Twitch revoked the channel subscriptions (the broadcaster's authorization was withdrawn); subscription events stop until the broadcaster connects again"
+	case st.LastError != "":
+		return "EventSub subscriptions could not be synced: " + st.LastError
+	case len(st.Waiting) > 0 && m.Authorized != nil && m.Authorized() != nil:
+		return "EventSub: " + strings.Join(st.Waiting, ", ") + " wait for the broadcaster to connect"
 	}
-	return r, msg
+	return ""
 }
 
 // BroadcasterConnected tells the Manager the broadcaster authorized subrole
-// again, so subscriptions revoked for authorization may be re-created.
+// again, so subscriptions revoked for authorization may be re-created by the
+// next Sync.
 func (m *Manager) BroadcasterConnected() { m.needsAuth.Store(false) }
+
+// channelAllowed reports whether channel.* subscriptions may be created now.
+func (m *Manager) channelAllowed() bool {
+	return !m.needsAuth.Load() && (m.Authorized == nil || m.Authorized() == nil)
+}
+
+// alertNeedsBroadcaster records that Twitch wants the broadcaster's
+// authorization and raises an error-level alert.
+func (m *Manager) alertNeedsBroadcaster(typ, why string) {
+	m.needsAuth.Store(true)
+	m.log().Error("eventsub: the broadcaster's authorization was withdrawn; subscription events stay off until they connect again",
+		"type", typ, "status", why, "security_event", "eventsub_revoked", "fix", "the broadcaster opens /broadcaster/connect")
+}
 
 // HandleRevocation reacts to a revocation: causes subrole can fix
 // (notification failures, a removed version) lead to a Sync; an authorization
-// withdrawn by the broadcaster or a removed user raises an error and waits
-// for BroadcasterConnected.
+// withdrawn by the broadcaster or a removed user raises an error and returns
+// ErrNeedsBroadcaster without calling Twitch: nothing is re-created until
+// BroadcasterConnected.
 func (m *Manager) HandleRevocation(ctx context.Context, r subrole.Revocation) (SyncReport, error) {
 	switch r.Status {
 	case StatusAuthRevoked, StatusUserRemoved, StatusModeratorRemoved:
-		if r.Type != subrole.EventAuthorizationRevoke {
-			m.needsAuth.Store(true)
-			m.log().Error("eventsub: the broadcaster's authorization was withdrawn; subscriptions stay off until they connect again",
-				"type", string(r.Type), "status", r.Status, "security_event", "eventsub_revoked", "fix", "the broadcaster opens /broadcaster/connect")
+		if needsBroadcaster(string(r.Type)) {
+			m.alertNeedsBroadcaster(string(r.Type), r.Status)
 			return SyncReport{}, ErrNeedsBroadcaster
 		}
 	case StatusVersionRemoved:
@@ -211,20 +275,18 @@ func (m *Manager) Sync(ctx context.Context) (SyncReport, error) {
 	defer m.mu.Unlock()
 	rep, err := m.sync(ctx)
 	rep.Time = time.Now()
-	m.lastReport.Store(&rep)
-	msg := ""
+	rep.Rotating = m.rotating.Load()
+	st := Status{Synced: true, LastSync: rep.Time, Kept: len(rep.Kept), Created: len(rep.Created),
+		Deleted: len(rep.Deleted), Foreign: rep.Foreign, Waiting: rep.Waiting}
 	if err != nil {
-		msg = err.Error()
+		st.LastError = err.Error()
 	}
-	m.lastErrorMsg.Store(&msg)
+	m.status.Store(&st)
 	return rep, err
 }
 
 func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 	var rep SyncReport
-	if m.needsAuth.Load() {
-		return rep, ErrNeedsBroadcaster
-	}
 	subs, err := m.API.ListSubscriptions(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("eventsub: list subscriptions: %w", err)
@@ -239,9 +301,12 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 	}
 
 	// Our broken subscriptions go first: they count against the limit.
+	// One revoked for authorization is replaced like the others: if the
+	// authorization is still missing, Twitch refuses the new one (403) and
+	// that alerts.
 	var live []Registration
 	for _, s := range subs {
-		if !Ours(s) {
+		if !m.Ours(s) {
 			rep.Foreign++
 			live = append(live, s)
 			continue
@@ -255,49 +320,75 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 		live = append(live, s)
 	}
 
-	var stale []Registration // ours, enabled, another callback: deleted once the replacements are enabled
-	var created []Registration
-	for _, w := range m.Wanted() {
-		var current *Registration
-		for i, s := range live {
-			if !sameTarget(s, w) || !Ours(s) {
-				continue
-			}
-			switch {
-			case s.Callback == w.Callback && s.Version == w.Version && current == nil:
-				current = &live[i]
-			default:
-				stale = append(stale, s)
-			}
+	// Ours and live but not wanted as they are (another callback, secret
+	// generation or version; a duplicate; another broadcaster): deleted
+	// once their replacements are enabled.
+	wanted := m.Wanted()
+	var stale []Registration
+	current := map[int]Registration{} // index in wanted -> the one kept
+	for _, s := range live {
+		if !m.Ours(s) {
+			continue
 		}
-		if current != nil {
-			rep.Kept = append(rep.Kept, current.ID)
+		i := slices.IndexFunc(wanted, func(w Registration) bool { return sameTarget(s, w) })
+		if _, taken := current[i]; i >= 0 && !taken && s.Callback == wanted[i].Callback && s.Version == wanted[i].Version {
+			current[i] = s
+			continue
+		}
+		stale = append(stale, s)
+	}
+	m.rotating.Store(len(stale) > 0)
+
+	channelOK := m.channelAllowed()
+	held := 0 // stale ones kept because nothing can replace them now
+	hold := func(w Registration) {
+		n := len(stale)
+		stale = slices.DeleteFunc(stale, func(s Registration) bool { return sameTarget(s, w) })
+		held += n - len(stale)
+	}
+	var created []Registration
+	for i, w := range wanted {
+		if cur, ok := current[i]; ok {
+			rep.Kept = append(rep.Kept, cur.ID)
+			continue
+		}
+		if needsBroadcaster(w.Type) && !channelOK {
+			rep.Waiting = append(rep.Waiting, w.Type)
+			hold(w)
 			continue
 		}
 		// Make room under the limit by deleting our stale ones first.
 		count := 0
 		for _, s := range live {
-			if sameTarget(s, w) {
+			if sameTarget(s, w) && !slices.Contains(rep.Deleted, s.ID) {
 				count++
 			}
 		}
 		for count >= MaxPerCondition {
-			i := slices.IndexFunc(stale, func(s Registration) bool { return sameTarget(s, w) })
-			if i < 0 {
+			j := slices.IndexFunc(stale, func(s Registration) bool { return sameTarget(s, w) })
+			if j < 0 {
 				return rep, fmt.Errorf("eventsub: %s already has %d subscriptions that are not subrole's; delete one (subrole eventsub list / delete)", w.Type, MaxPerCondition)
 			}
-			if err := del(stale[i], "making room under the limit of 3"); err != nil {
+			if err := del(stale[j], "making room under the limit of 3"); err != nil {
 				return rep, err
 			}
-			stale = slices.Delete(stale, i, i+1)
+			stale = slices.Delete(stale, j, j+1)
 			count--
 		}
 		s, err := m.API.CreateSubscription(ctx, w, m.Secret)
-		if errors.Is(err, ErrExists) {
+		switch {
+		case errors.Is(err, ErrExists):
 			m.log().Info("eventsub: subscription already exists", "type", w.Type)
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, ErrNeedsBroadcaster):
+			// Twitch says the broadcaster has not authorized us: stop
+			// asking until they connect again (no create loop).
+			m.alertNeedsBroadcaster(w.Type, "create refused: "+err.Error())
+			channelOK = false
+			rep.Waiting = append(rep.Waiting, w.Type)
+			hold(w)
+			continue
+		case err != nil:
 			return rep, fmt.Errorf("eventsub: create %s subscription: %w", w.Type, err)
 		}
 		m.log().Info("eventsub: created subscription", "id", s.ID, "type", s.Type, "status", s.Status, "callback", w.Callback)
@@ -309,19 +400,15 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 		// Replace, then remove: the stale ones keep delivering until the new
 		// ones are enabled (duplicates are harmless: effects are idempotent).
 		if err := m.waitEnabled(ctx, created); err != nil {
-			m.rotating.Store(true)
-			rep.Rotating = true
 			return rep, err
 		}
 		for _, s := range stale {
-			if err := del(s, "callback or secret replaced"); err != nil {
-				m.rotating.Store(true)
-				rep.Rotating = true
+			if err := del(s, "callback, secret or version replaced"); err != nil {
 				return rep, err
 			}
 		}
 	}
-	m.rotating.Store(false)
+	m.rotating.Store(held > 0)
 	return rep, nil
 }
 
@@ -337,6 +424,7 @@ func (m *Manager) waitEnabled(ctx context.Context, created []Registration) error
 	if poll <= 0 {
 		poll = 500 * time.Millisecond
 	}
+	pause := min(poll, 20*time.Millisecond) // Twitch verifies within moments: look early, then back off
 	deadline := time.Now().Add(wait)
 	for {
 		subs, err := m.API.ListSubscriptions(ctx)
@@ -346,7 +434,12 @@ func (m *Manager) waitEnabled(ctx context.Context, created []Registration) error
 		pending := 0
 		for _, c := range created {
 			i := slices.IndexFunc(subs, func(s Registration) bool { return s.ID == c.ID })
-			if i < 0 || subs[i].Status != StatusEnabled {
+			switch {
+			case i >= 0 && subs[i].Status == StatusEnabled:
+			case i >= 0 && subs[i].Status == StatusVerificationFailed:
+				return fmt.Errorf("eventsub: Twitch could not verify %s at %s (the challenge was not answered 200 with the challenge); is it reachable from Twitch, and is the secret the service's?",
+					c.Type, callbackOrigin(m.Callback))
+			default:
 				pending++
 			}
 		}
@@ -354,12 +447,16 @@ func (m *Manager) waitEnabled(ctx context.Context, created []Registration) error
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("eventsub: %d new subscriptions not enabled after %s; is %s reachable from Twitch?", pending, wait, strings.SplitN(m.Callback, "?", 2)[0])
+			return fmt.Errorf("eventsub: %d new subscriptions not enabled after %s; is %s reachable from Twitch?", pending, wait, callbackOrigin(m.Callback))
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(poll):
+		case <-time.After(pause):
 		}
+		pause = min(pause*2, poll)
 	}
 }
+
+// callbackOrigin is the callback without its query, for messages.
+func callbackOrigin(cb string) string { return strings.SplitN(cb, "?", 2)[0] }

@@ -28,6 +28,8 @@ type memAPI struct {
 	secrets map[string]string // id -> secret
 	fail409 bool
 	never   bool // never enable (the callback does not answer)
+	forbid  bool // refuse channel.* creates with 403
+	refused int
 }
 
 func (a *memAPI) ListSubscriptions(ctx context.Context) ([]Registration, error) {
@@ -47,6 +49,10 @@ func (a *memAPI) CreateSubscription(ctx context.Context, s Registration, secret 
 	defer a.mu.Unlock()
 	if a.fail409 {
 		return Registration{}, fmt.Errorf("helix: 409: %w", ErrExists)
+	}
+	if a.forbid && s.Type != string(subrole.EventAuthorizationRevoke) {
+		a.refused++
+		return Registration{}, fmt.Errorf("helix: 403: %w", ErrNeedsBroadcaster)
 	}
 	a.creates++
 	a.n++
@@ -132,7 +138,7 @@ func TestSyncCreatesThenReuses(t *testing.T) {
 func TestSyncReplacesStaleAndBroken(t *testing.T) {
 	api := &memAPI{}
 	cond := map[string]string{"broadcaster_user_id": "1337"}
-	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub"})
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub?g=1"})
 	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusFailuresExceeded, Condition: cond, Callback: testCallback})
 	api.add(Registration{Type: "channel.subscription.gift", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://other-app.example.com/hooks"})
 	m, _ := newManager(api)
@@ -169,12 +175,12 @@ func TestSyncLimitOfThree(t *testing.T) {
 	for i := range 2 {
 		api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: fmt.Sprintf("https://other%d.example.com/x", i)})
 	}
-	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub"})
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub?g=1"})
 	m, _ = newManager(api)
 	if _, err := m.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := api.byStatus(); got["https://old.example.com/twitch_eventsub enabled"] != 0 || got[testCallback+" enabled"] != 5 {
+	if got := api.byStatus(); got["https://old.example.com/twitch_eventsub?g=1 enabled"] != 0 || got[testCallback+" enabled"] != 5 {
 		t.Fatalf("subscriptions %v", got)
 	}
 }
@@ -252,34 +258,115 @@ func TestRevocationRepair(t *testing.T) {
 		if _, err := m.HandleRevocation(context.Background(), subrole.Revocation{Type: subrole.EventSubscribe, Version: "1", Status: StatusAuthRevoked}); !errors.Is(err, ErrNeedsBroadcaster) {
 			t.Fatalf("err = %v", err)
 		}
-		if _, err := m.Sync(context.Background()); !errors.Is(err, ErrNeedsBroadcaster) {
-			t.Fatalf("sync while waiting: %v", err)
+		rep, err := m.Sync(context.Background())
+		if err != nil || len(rep.Waiting) != 4 {
+			t.Fatalf("sync while waiting: %+v %v", rep, err)
 		}
 	}
-	if api.creates != creates {
-		t.Fatal("re-created subscriptions without the broadcaster's authorization")
+	// Only user.authorization.revoke, which needs no broadcaster, came back.
+	if api.creates != creates+1 {
+		t.Fatalf("%d creates without the broadcaster's authorization, want only user.authorization.revoke", api.creates-creates)
 	}
-	if !strings.Contains(logs.String(), "level=ERROR") {
-		t.Fatal("no error-level alert")
+	if !strings.Contains(logs.String(), "level=ERROR") || !m.NeedsBroadcaster() || !strings.Contains(m.Problem(), "connects again") {
+		t.Fatalf("no error-level alert, or no problem reported: %q", m.Problem())
 	}
 	m.BroadcasterConnected()
-	if rep, err := m.Sync(context.Background()); err != nil || len(rep.Created) != 5 {
+	if rep, err := m.Sync(context.Background()); err != nil || len(rep.Created) != 4 || m.Problem() != "" {
+		t.Fatalf("after reconnect %+v %v %q", rep, err, m.Problem())
+	}
+}
+
+// TestSyncWithoutBroadcaster: before the broadcaster authorizes subrole, the
+// channel subscriptions wait and Twitch is not asked for them; a 403 from
+// Twitch stops the asking until they connect.
+func TestSyncWithoutBroadcaster(t *testing.T) {
+	api := &memAPI{}
+	m, _ := newManager(api)
+	var authErr error = errors.New("not connected")
+	m.Authorized = func() error { return authErr }
+	rep, err := m.Sync(context.Background())
+	if err != nil || len(rep.Created) != 1 || len(rep.Waiting) != 4 || api.creates != 1 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if p := m.Problem(); !strings.Contains(p, "wait for the broadcaster") {
+		t.Fatalf("problem %q", p)
+	}
+	authErr = nil
+	if p := m.Problem(); p != "" {
+		t.Fatalf("problem after connecting %q", p)
+	}
+
+	// Twitch refuses them (the authorization is gone on Twitch's side).
+	api.forbid = true
+	rep, err = m.Sync(context.Background())
+	if err != nil || len(rep.Waiting) != 4 || !m.NeedsBroadcaster() || api.refused != 1 {
+		t.Fatalf("after 403: %+v %v refused=%d", rep, err, api.refused)
+	}
+	for range 3 {
+		m.Sync(context.Background())
+	}
+	if api.refused != 1 {
+		t.Fatalf("asked Twitch %d times after a 403", api.refused)
+	}
+	api.forbid = false
+	m.BroadcasterConnected()
+	if rep, err := m.Sync(context.Background()); err != nil || len(rep.Created) != 4 || len(rep.Kept) != 1 {
 		t.Fatalf("after reconnect %+v %v", rep, err)
 	}
 }
 
+// TestSyncReplacesRevoked: a subscription found revoked (the revocation
+// message was missed) is deleted and re-created.
+func TestSyncReplacesRevoked(t *testing.T) {
+	api := &memAPI{}
+	m, _ := newManager(api)
+	cond := map[string]string{"broadcaster_user_id": "1337"}
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusAuthRevoked, Condition: cond, Callback: testCallback})
+	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusVerificationFailed, Condition: cond, Callback: testCallback})
+	rep, err := m.Sync(context.Background())
+	if err != nil || len(rep.Deleted) != 2 || len(rep.Created) != 5 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// TestRotationHeldWhileWaiting: old-generation subscriptions that cannot be
+// replaced yet (no broadcaster) are kept, and the previous secret stays
+// accepted.
+func TestRotationHeldWhileWaiting(t *testing.T) {
+	api := &memAPI{}
+	m, _ := newManager(api)
+	m.Callback = testCallback + "?g=1"
+	if _, err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := newManager(api)
+	m2.Callback = testCallback + "?g=2"
+	m2.Authorized = func() error { return errors.New("not connected") }
+	rep, err := m2.Sync(context.Background())
+	if err != nil || !m2.Rotating() || len(rep.Deleted) != 1 || len(rep.Created) != 1 {
+		t.Fatalf("%+v %v rotating=%v", rep, err, m2.Rotating())
+	}
+	if got := api.byStatus(); got[testCallback+"?g=1 enabled"] != 4 {
+		t.Fatalf("old channel subscriptions deleted without replacement: %v", got)
+	}
+}
+
 func TestOurs(t *testing.T) {
+	m := &Manager{Callback: "https://a.example/twitch_eventsub?g=2"}
 	for cb, want := range map[string]bool{
-		"https://a.example/twitch_eventsub":      true,
-		"https://a.example/twitch_eventsub?g=3":  true,
-		"https://a.example/other":                false,
-		"https://a.example/twitch_eventsub/more": false,
+		"https://a.example/twitch_eventsub":           true,
+		"https://a.example/twitch_eventsub?g=3":       true,
+		"https://old.example/twitch_eventsub?g=1":     true,  // subrole at an older public URL
+		"https://old.example/sub/twitch_eventsub?g=1": true,  // under a path
+		"https://other.example/twitch_eventsub":       false, // another tool of the same application
+		"https://a.example/other":                     false,
+		"https://a.example/twitch_eventsub/more":      false,
 	} {
-		if got := Ours(Registration{Callback: cb, Method: "webhook"}); got != want {
+		if got := m.Ours(Registration{Callback: cb, Method: "webhook"}); got != want {
 			t.Errorf("Ours(%s) = %v", cb, got)
 		}
 	}
-	if Ours(Registration{Method: "websocket"}) {
+	if m.Ours(Registration{Method: "websocket"}) {
 		t.Error("websocket subscription counted as ours")
 	}
 }

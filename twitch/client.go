@@ -21,8 +21,14 @@
 //     goes through this package's transport, which waits out an exhausted
 //     Ratelimit-Remaining and retries a 429 at most twice.
 //
+// EventSub subscriptions are managed with the app token through plain
+// net/http (eventsub.go: EventSubSubscriptions, CreateEventSubSubscription,
+// DeleteEventSubSubscription), with this package's own types: helix refuses
+// http callbacks and sends empty condition fields.
+//
 // Errors wrap a few sentinels (ErrUnauthorized, ErrMissingScope,
-// ErrInvalidGrant, ErrUnavailable, ErrRejected, ErrNotConnected) and are
+// ErrInvalidGrant, ErrUnavailable, ErrRejected, ErrNotConnected, and for
+// EventSub ErrConflict and ErrNotFound) and are
 // *APIError values when Twitch answered; APIError.Temporary tells whether
 // trying again later can help. No error, log line or String method of this
 // package contains a token.
@@ -114,7 +120,9 @@ type Config struct {
 	// APIURL is the Helix base URL. Empty means DefaultAPIURL.
 	APIURL string
 	// HTTPClient sends every request. Nil means a client with a 15 second
-	// timeout. Its transport is wrapped with the rate-limit handling.
+	// timeout. Its transport is wrapped with the rate-limit handling, and
+	// its Timeout bounds each attempt rather than the whole call, so that
+	// waiting for a rate-limit window (MaxRateWait) is not cut short.
 	HTTPClient *http.Client
 	// MaxRateWait is the longest a request waits for a Helix rate-limit
 	// window to reset before it fails with ErrUnavailable. Zero means 10 s.
@@ -169,7 +177,11 @@ func New(cfg Config) (*Client, error) {
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	hc.Transport = &rateLimiter{base: rt, maxWait: cmpOr(cfg.MaxRateWait, 10*time.Second)}
+	// A client-wide timeout would include the rate-limit waits inside the
+	// transport (a reconcile waiting a minute for Helix's window would time
+	// out): the transport applies it to each attempt instead.
+	hc.Transport = &rateLimiter{base: rt, maxWait: cmpOr(cfg.MaxRateWait, 10*time.Second), attempt: hc.Timeout}
+	hc.Timeout = 0
 	c.http = &hc
 	return c, nil
 }

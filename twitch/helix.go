@@ -198,6 +198,7 @@ func (c *Client) revokeQuietly(ctx context.Context, token string) {
 type rateLimiter struct {
 	base    http.RoundTripper
 	maxWait time.Duration
+	attempt time.Duration // bounds each attempt, body included; zero: none
 
 	mu      sync.Mutex
 	blocked map[string]time.Time // Authorization header -> when its budget resets
@@ -220,7 +221,7 @@ func (rl *rateLimiter) RoundTrip(req *http.Request) (*http.Response, error) {
 			req = req.Clone(req.Context())
 			req.Body = body
 		}
-		resp, err := rl.base.RoundTrip(req)
+		resp, err := rl.send(req)
 		if err != nil {
 			return nil, err
 		}
@@ -293,4 +294,31 @@ func (rl *rateLimiter) wait(ctx context.Context, key string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// send makes one attempt, bounded by rl.attempt until its body is closed.
+func (rl *rateLimiter) send(req *http.Request) (*http.Response, error) {
+	if rl.attempt <= 0 {
+		return rl.base.RoundTrip(req)
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), rl.attempt)
+	resp, err := rl.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose releases an attempt's timeout when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }

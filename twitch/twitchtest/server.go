@@ -45,9 +45,12 @@ type Options struct {
 	AccessTokenTTL time.Duration
 	// AppTokenTTL is the life of app access tokens. Zero means 60 days.
 	AppTokenTTL time.Duration
-	// RateLimit is the Helix points per minute per token holder. Zero
-	// means 800, Twitch's default.
+	// RateLimit is the Helix points per minute (per RateWindow) per token
+	// holder. Zero means 800, Twitch's default.
 	RateLimit int
+	// RateWindow is the length of a rate-limit window; tests shorten it so
+	// that waiting for a reset is quick. Zero means a minute.
+	RateWindow time.Duration
 	// Logf, when set, receives one line per request (pass t.Logf).
 	Logf func(format string, args ...any)
 
@@ -365,7 +368,9 @@ func (s *Server) ValidAccessTokens(userID string) int {
 // FailNext makes the next len(statuses) requests to path (e.g.
 // "/oauth2/token", "/helix/subscriptions/user") answer those statuses with
 // Twitch's error body, in order. A 429 carries Ratelimit-Remaining 0 and a
-// reset one second ahead.
+// reset one second ahead. A path may start with a method ("POST
+// /helix/eventsub/subscriptions") to fail only requests with that method;
+// those are used before faults of the bare path.
 func (s *Server) FailNext(path string, statuses ...int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,7 +471,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var res reply
 	if r.URL.Path == "/helix/eventsub/subscriptions" { // three methods on one path
-		if f, ok := s.fault(r.URL.Path, now); ok {
+		if f, ok := s.fault(r.Method, r.URL.Path, now); ok {
 			res = f
 		} else {
 			res = s.helixEventSub(r, body, now)
@@ -516,22 +521,27 @@ func (s *Server) route(r *http.Request, form url.Values, now time.Time) reply {
 	if r.Method != h.method {
 		return errBody(http.StatusMethodNotAllowed, "Method Not Allowed")
 	}
-	if f, ok := s.fault(r.URL.Path, now); ok {
+	if f, ok := s.fault(r.Method, r.URL.Path, now); ok {
 		return f
 	}
 	return h.fn(r, form, now)
 }
 
 // fault returns the injected failure for a request to path, if any.
-func (s *Server) fault(path string, now time.Time) (reply, bool) {
+func (s *Server) fault(method, path string, now time.Time) (reply, bool) {
 	s.mu.Lock()
-	q := s.faults[path]
+	key := method + " " + path
+	q := s.faults[key]
+	if len(q) == 0 {
+		key = path
+		q = s.faults[key]
+	}
 	if len(q) == 0 {
 		s.mu.Unlock()
 		return reply{}, false
 	}
 	status := q[0]
-	s.faults[path] = q[1:]
+	s.faults[key] = q[1:]
 	s.mu.Unlock()
 	if status == http.StatusTooManyRequests {
 		res := helixErr(status, "")
@@ -548,7 +558,8 @@ func rateHeaders(limit, remaining int, reset time.Time) http.Header {
 	h := http.Header{}
 	h.Set("Ratelimit-Limit", strconv.Itoa(limit))
 	h.Set("Ratelimit-Remaining", strconv.Itoa(remaining))
-	h.Set("Ratelimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+	// Whole seconds, rounded up: the budget is back by then, as with Twitch.
+	h.Set("Ratelimit-Reset", strconv.FormatInt((reset.UnixNano()+int64(time.Second)-1)/int64(time.Second), 10))
 	return h
 }
 
@@ -744,11 +755,15 @@ func (s *Server) helixAuth(r *http.Request, now time.Time) (*grant, http.Header,
 		key = "user:" + g.userID
 	}
 	w := s.windows[key]
-	if w == nil || !now.Before(w.start.Add(time.Minute)) {
+	span := s.opts.RateWindow
+	if span <= 0 {
+		span = time.Minute
+	}
+	if w == nil || !now.Before(w.start.Add(span)) {
 		w = &window{start: now}
 		s.windows[key] = w
 	}
-	reset := w.start.Add(time.Minute)
+	reset := w.start.Add(span)
 	if w.used >= s.opts.RateLimit {
 		res := helixErr(http.StatusTooManyRequests, "")
 		res.header = rateHeaders(s.opts.RateLimit, 0, reset)
