@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/subrole/subrole"
+	"github.com/subrole/subrole/certs"
 )
 
 // config is everything subrole reads from its environment. loadConfig
@@ -31,12 +32,20 @@ type config struct {
 	TwitchAuthURL       string
 	EventSubSecret      string
 
+	// LinkDM sends members the summary of their /link by DM.
+	LinkDM bool
+
 	Policy subrole.Policy
 	// roleVars names the setting behind each role ID, for error messages.
 	roleVars map[string]string
 
 	LogLevel  slog.Level
 	LogFormat string
+
+	// frontendConfig: TLS, proxies, rate limits and bans (config_frontend.go).
+	frontendConfig
+	// healingConfig: EventSub secret rotation and reconcile (config_healing.go).
+	healingConfig
 }
 
 // setting documents one environment variable; the README's table is made from the same facts.
@@ -49,12 +58,31 @@ var settings = []setting{
 	{"SUBROLE_DATA", "./subrole.db", "bbolt database file (created if missing)"},
 	{"SUBROLE_LISTEN", "127.0.0.1:8080", "plain-HTTP listen address"},
 	{"SUBROLE_PUBLIC_URL", "", "required: the https origin Twitch and browsers reach, e.g. https://subs.example.com"},
+	{"SUBROLE_TLS", "", "autocert (default for an https SUBROLE_PUBLIC_URL): certificates from Let's Encrypt on SUBROLE_HTTPS_LISTEN; files: SUBROLE_TLS_CERT_FILE and SUBROLE_TLS_KEY_FILE; proxy: plain HTTP on SUBROLE_LISTEN behind Nginx or similar; off (default for an http URL): plain HTTP, development only"},
+	{"SUBROLE_HTTPS_LISTEN", ":443", "HTTPS listen address (autocert, files); Twitch calls port 443 only"},
+	{"SUBROLE_HTTP_LISTEN", ":80", "plain-HTTP listen address (autocert, files): ACME http-01 challenges and a redirect to https; off: none (autocert then uses tls-alpn-01 only)"},
+	{"SUBROLE_ACME_DIRECTORY", certs.LetsEncryptURL, "ACME directory URL (autocert); Let's Encrypt staging is " + certs.LetsEncryptStagingURL},
+	{"SUBROLE_ACME_EMAIL", "", "contact address registered with the CA, for expiry and policy mail (autocert, optional)"},
+	{"SUBROLE_TLS_CERT_FILE", "", "PEM certificate chain, leaf first; reloaded when it changes (files)"},
+	{"SUBROLE_TLS_KEY_FILE", "", "PEM private key (files)"},
+	{"SUBROLE_TRUSTED_PROXIES", "", "IPs or CIDRs whose X-Forwarded-For and X-Forwarded-Proto are believed (proxy, off); empty in proxy mode means 127.0.0.1 and ::1"},
+	{"SUBROLE_ALLOW_IPS", "", "IPs or CIDRs never rate limited or banned, comma separated"},
+	{"SUBROLE_HSTS_SUBDOMAINS", "off", "on: HSTS also covers subdomains (includeSubDomains)"},
+	{"SUBROLE_RATE_LIMIT", "10", "requests per second per client (IPv6: per SUBROLE_BAN_IPV6_PREFIX) on every route but the EventSub webhook; 0: no limit"},
+	{"SUBROLE_RATE_BURST", "40", "requests a client may send at once before SUBROLE_RATE_LIMIT applies"},
+	{"SUBROLE_BAN_DURATION", "1h", "first automatic ban; each repeat offence within 30 days lasts 4 times longer"},
+	{"SUBROLE_BAN_MAX", "30d", "longest automatic ban"},
+	{"SUBROLE_BAN_IPV6_PREFIX", "64", "prefix length by which IPv6 clients are limited and banned"},
+	{"SUBROLE_ADMIN_SOCKET", "", "Unix socket through which 'subrole ban' reaches the running service (mode 0600); empty means SUBROLE_DATA + \".sock\"; off: none"},
 	{"SUBROLE_DISCORD_TOKEN", "", "required: bot token (secret)"},
 	{"SUBROLE_DISCORD_GUILD_ID", "", "required: the Discord server's ID"},
 	{"SUBROLE_TWITCH_CLIENT_ID", "", "required: Twitch application client ID"},
 	{"SUBROLE_TWITCH_CLIENT_SECRET", "", "required: Twitch application client secret (secret)"},
 	{"SUBROLE_TWITCH_BROADCASTER_ID", "", "required: the broadcaster's numeric Twitch user ID"},
 	{"SUBROLE_EVENTSUB_SECRET", "", "required: EventSub webhook secret, 10-100 ASCII characters (secret)"},
+	{"SUBROLE_EVENTSUB_SECRET_PREVIOUS", "", "the secret being rotated away from: also accepted by the webhook until every subscription signed with it has been replaced (secret)"},
+	{"SUBROLE_RECONCILE_INTERVAL", "6h", "time between reconcile passes against Helix (a pass also runs at start when the last one is older, and on /subrole resync-all or 'subrole reconcile')"},
+	{"SUBROLE_ENFORCE_ROLES", "on", "on: each reconcile pass also restores managed roles edited by hand in Discord; off: only subscription drift is repaired"},
 	{"SUBROLE_ROLE_LINKED", "", "role for every linked member (optional)"},
 	{"SUBROLE_ROLE_TIER1", "", "required: role for tier 1 and Prime subscribers"},
 	{"SUBROLE_ROLE_TIER2", "", "required: role for tier 2 subscribers"},
@@ -65,6 +93,7 @@ var settings = []setting{
 	{"SUBROLE_DISCORD_URL", "https://discord.com", "Discord API origin (tests point it at a fake)"},
 	{"SUBROLE_TWITCH_API_URL", "https://api.twitch.tv/helix", "Helix API base URL"},
 	{"SUBROLE_TWITCH_AUTH_URL", "https://id.twitch.tv/oauth2", "Twitch OAuth base URL"},
+	{"SUBROLE_LINK_DM", "on", "on: DM members the summary of their /link (a member who refuses DMs is recorded, not retried); off: the result page only"},
 	{"SUBROLE_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"SUBROLE_LOG_FORMAT", "text", "text or json"},
 }
@@ -195,6 +224,17 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	} else {
 		p.Grace = g
 	}
+
+	switch v := strings.ToLower(get("SUBROLE_LINK_DM")); v {
+	case "on", "true", "1", "yes":
+		c.LinkDM = true
+	case "off", "false", "0", "no":
+	default:
+		bad("SUBROLE_LINK_DM", "must be on or off, got %q", v)
+	}
+
+	loadFrontendConfig(c, get, bad)
+	loadHealingConfig(c, get, bad)
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("SUBROLE_LOG_LEVEL"))); err != nil {
 		bad("SUBROLE_LOG_LEVEL", "must be debug, info, warn or error, got %q", get("SUBROLE_LOG_LEVEL"))

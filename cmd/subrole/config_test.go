@@ -1,6 +1,8 @@
 package main
 
 import (
+	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -97,15 +99,46 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 }
 
-// TestREADMEListsEverySetting keeps the README's configuration table true.
-func TestREADMEListsEverySetting(t *testing.T) {
+var updateREADME = flag.Bool("update-readme", false, "rewrite README.md's configuration table from settings")
+
+// TestREADMEConfigurationTable keeps the README's configuration table equal
+// to the settings loadConfig reads. Run with -update-readme to rewrite it.
+func TestREADMEConfigurationTable(t *testing.T) {
+	const begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range settings {
-		if !strings.Contains(string(readme), "`"+s.name+"`") {
-			t.Errorf("README.md does not document %s", s.name)
-		}
+	text := string(readme)
+	i, j := strings.Index(text, begin), strings.Index(text, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md lacks the %q ... %q markers", begin, end)
 	}
+	want := settingsTable()
+	if got := text[i+len(begin) : j]; got != want {
+		if *updateREADME {
+			if err := os.WriteFile("../../README.md", []byte(text[:i+len(begin)]+want+text[j:]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Errorf("README.md's configuration table is out of date; run go test ./cmd/subrole -run README -update-readme")
+	}
+}
+
+// settingsTable renders settings as the README's Markdown table.
+func settingsTable() string {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	for _, s := range settings {
+		def, help := "`"+s.def+"`", s.help
+		if s.def == "" {
+			def = ""
+		}
+		if h, ok := strings.CutPrefix(help, "required: "); ok {
+			def, help = "(required)", h
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.name, def, strings.ReplaceAll(help, "|", "\\|"))
+	}
+	return b.String()
 }

@@ -125,15 +125,47 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 	}
 	tw := d.w.twitch
 
-	d.step("%d members link their Twitch accounts (the /link round trip arrives with member linking)", len(cast)+len(recipients))
-	for _, v := range append(slices.Clone(cast), recipients...) {
-		if err := d.svc.Link(ctx, subrole.Link{DiscordUserID: v.discordID(), TwitchUserID: v.twitchID(), TwitchLogin: v.login}); err != nil {
-			return err
+	d.step("the streamer connects the channel once (GET /broadcaster/connect → Twitch → /twitch_callback)")
+	p, err := d.w.connectBroadcaster(ctx)
+	if err != nil {
+		return err
+	}
+	if p.Status != 200 {
+		return fmt.Errorf("broadcaster connect: status %d", p.Status)
+	}
+	if r, err := browse(ctx, d.w.env["SUBROLE_PUBLIC_URL"]+"/readyz", ""); err != nil || strings.Contains(r.Body, "warning") {
+		return fmt.Errorf("/readyz after connecting: %v %q", err, r.Body)
+	}
+	d.say("connected: the refresh token is in bbolt, /readyz no longer warns")
+
+	d.step("%d members run /link in Discord, press the button and approve on Twitch", len(cast)+len(recipients))
+	var aliceCallback string
+	for i, v := range append(slices.Clone(cast), recipients...) {
+		d.w.twitchAPI.AddUser(v.twitchID(), v.login)
+		p, err := d.w.linkThroughBrowser(ctx, v.discordID(), v.twitchID(), "en")
+		if err != nil {
+			return fmt.Errorf("%s's /link: %w", v.name, err)
+		}
+		if p.Status != 200 {
+			return fmt.Errorf("%s's /link: the callback answered %d", v.name, p.Status)
+		}
+		if i == 0 {
+			aliceCallback = p.URL
+			d.say("/link → ephemeral button → Twitch authorize → /twitch_callback → \"Linked\" page (%s, not subscribed)", v.login)
 		}
 	}
 	if err := d.expect(len(cast)+len(recipients), 3); err != nil {
 		return err
 	}
+	d.step("someone opens alice's callback URL again (a replay of her code and state)")
+	p, err = browse(ctx, aliceCallback, "en")
+	if err != nil {
+		return err
+	}
+	if p.Status != 400 {
+		return fmt.Errorf("replayed callback: status %d, want 400", p.Status)
+	}
+	d.say("refused with 400 (state already used); nothing changed")
 
 	d.step("alice subscribes at tier 1")
 	if err := d.send(ctx, tw.Subscribe(alice.twitchID(), alice.login, "1000", false), 204); err != nil {

@@ -5,6 +5,10 @@
 //
 //	subrole [serve]   run the service (configuration from SUBROLE_* variables)
 //	subrole demo      run a self-contained demo on loopback, no credentials needed
+//	subrole ban       list, add or remove banned addresses (works while the service runs)
+//	subrole reconcile run a reconcile pass in the running service now
+//	subrole eventsub  list, sync or delete EventSub subscriptions
+//	subrole bench     load generator, benchmarks and drills (see BENCHMARKS.md)
 //	subrole version   print the version
 package main
 
@@ -47,6 +51,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, cfg, newLogger(cfg, stderr), hooks{})
 	case "demo":
 		return demo(ctx, args, stdout, stderr)
+	case "ban":
+		return banCmd(ctx, args, getenv, stdout, stderr)
+	case "reconcile":
+		return reconcileCmd(ctx, args, getenv, stdout, stderr)
+	case "eventsub":
+		return eventsubCmd(ctx, args, getenv, stdout, stderr)
+	case "bench":
+		return bench(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "subrole", version)
 		return nil
@@ -60,5 +72,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const usage = `usage:
   subrole [serve]   run the service (configured by SUBROLE_* environment variables, see README)
   subrole demo      play the whole flow against built-in fake Twitch and Discord servers
+  subrole ban       list, add or remove banned addresses ("subrole ban help")
+  subrole reconcile run a reconcile pass against Helix and Discord in the running service now
+  subrole eventsub  list, sync or delete EventSub subscriptions ("subrole eventsub help")
+  subrole bench     load generator, benchmarks and crash/outage drills ("subrole bench help")
   subrole version   print the version
 `

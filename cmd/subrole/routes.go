@@ -10,14 +10,17 @@ import (
 )
 
 // routes lists every HTTP route of the service.
-func routes(log *slog.Logger, webhook http.Handler, ready readiness) http.Handler {
+func routes(log *slog.Logger, webhook http.Handler, ready readiness, pages func(handle func(string, http.HandlerFunc, ...string))) http.Handler {
 	r := mux.NewRouter()
 	r.Handle("/twitch_eventsub", webhook) // the handler answers 405 itself, with Allow
+	// Member linking's browser pages: GET /twitch_callback (OAuth
+	// redirect), GET /broadcaster/connect, GET /assets/subrole.css.
+	if pages != nil {
+		pages(func(path string, h http.HandlerFunc, methods ...string) { r.HandleFunc(path, h).Methods(methods...) })
+	}
 	r.HandleFunc("/healthz", handleHealthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", handleReadyz(ready)).Methods(http.MethodGet, http.MethodHead)
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-	})
+	r.MethodNotAllowedHandler = methodNotAllowed(r) // 405 with Allow
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		log.Debug("http: not found", "path", r.URL.Path, "remote", r.RemoteAddr)
 		http.Error(w, "not found", http.StatusNotFound)
@@ -41,5 +44,9 @@ func handleReadyz(ready readiness) http.HandlerFunc {
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		// Degraded but serving: say what an operator should fix.
+		for _, warn := range ready.warnings() {
+			fmt.Fprintln(w, "warning: "+warn)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/subrole/subrole/discord"
 	"github.com/subrole/subrole/eventsub"
 	"github.com/subrole/subrole/store"
+	"github.com/subrole/subrole/twitch"
 )
 
 // hooks let the demo, tests and benchmarks observe the running service
@@ -22,12 +23,20 @@ import (
 type hooks struct {
 	// listener, if set, is used instead of listening on SUBROLE_LISTEN.
 	listener net.Listener
+	// opened is called with the store once it is open (benchmarks and
+	// drills inspect the inbox and outbox through it).
+	opened func(*store.Store)
 	// started is called with the core service before the listener serves.
 	started func(*subrole.Service)
 	// listening is called with the HTTP address once the listener is open.
 	listening func(addr string)
 	// applied is called after the role applier handles a member.
 	applied func(discord.Applied)
+	// acmeClient, if set, talks to the ACME CA (tests trust their
+	// in-process CA with it).
+	acmeClient *http.Client
+	// timeouts, if not zero, replace the server timeouts (slow-client tests).
+	timeouts serverTimeouts
 }
 
 // newLogger returns the service logger described by cfg.
@@ -53,7 +62,15 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 		}
 	}()
 
-	svc := subrole.NewService(subrole.Config{Store: db, Policy: cfg.Policy, Logger: log})
+	if h.opened != nil {
+		h.opened(db)
+	}
+	fe, err := newFrontend(ctx, cfg, log, db, h) // the guard with its bans, the certificate source
+	if err != nil {
+		return err
+	}
+	heal := newHealing() // EventSub subscriptions and reconcile (eventsub_sync.go)
+	svc := subrole.NewService(subrole.Config{Store: db, Policy: cfg.Policy, Logger: log, OnRevocation: heal.revoked})
 
 	bot, err := discord.New(ctx, discord.Config{
 		Token:        cfg.DiscordToken,
@@ -65,7 +82,22 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	if err != nil {
 		return err
 	}
+	lk, err := newLinking(cfg, log, svc, db, bot, fe.badState)
+	if err != nil {
+		return err
+	}
+	if err := heal.setup(ctx, cfg, log, db, svc, lk, bot); err != nil {
+		return err
+	}
+	lk.commands.Attach() // before Open: READY carries the application id
 	if err := bot.Open(); err != nil {
+		return err
+	}
+	regCtx, cancelReg := context.WithTimeout(ctx, 15*time.Second)
+	err = lk.commands.Register(regCtx)
+	cancelReg()
+	if err != nil {
+		bot.Close()
 		return err
 	}
 	defer bot.Close()
@@ -73,35 +105,28 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 
 	applier := &discord.Applier{Bot: bot, Outbox: svc, Logger: log, OnApplied: h.applied}
 	webhook := &eventsub.Handler{
-		Secret:        cfg.EventSubSecret,
-		BroadcasterID: cfg.TwitchBroadcasterID,
-		ClientID:      cfg.TwitchClientID,
-		Sink:          svc,
-		Logger:        log,
+		Secret:         cfg.EventSubSecret,
+		PreviousSecret: cfg.EventSubSecretPrevious, // during a rotation, until no subscription uses it
+		AcceptPrevious: heal.acceptPrevious,
+		BroadcasterID:  cfg.TwitchBroadcasterID,
+		ClientID:       cfg.TwitchClientID,
+		Sink:           svc,
+		Logger:         log,
+		OnVerified:     fe.guard.Verified,  // Twitch: never limited or banned
+		OnRejected:     fe.webhookRejected, // bad signatures count toward a ban
 	}
 
-	ln := h.listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return fmt.Errorf("SUBROLE_LISTEN: %w", err)
-		}
+	// The listeners of SUBROLE_TLS's mode, every one behind the guard.
+	fe.adminMore = heal.adminAPI // "subrole reconcile", "subrole eventsub sync"
+	addr, err := fe.listen(routes(log, webhook, readiness{bot: bot, broadcaster: lk.broadcaster, front: fe, heal: heal}, lk.mount))
+	if err != nil {
+		return err
 	}
 	if h.started != nil {
 		h.started(svc)
 	}
-	srv := &http.Server{
-		Handler:           routes(log, webhook, readiness{bot: bot}),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	log.Info("http: listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL.String(),
-		"eventsub_callback", cfg.publicURL("/twitch_eventsub"))
 	if h.listening != nil {
-		h.listening(ln.Addr().String())
+		h.listening(addr)
 	}
 
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -116,11 +141,13 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	}
 	start("core", svc.Run)
 	start("discord applier", applier.Run)
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http: %w", err)
-		}
-	}()
+	start("twitch broadcaster token", lk.broadcaster.Run)
+	// The certificate is obtained (or loaded) before anything makes Twitch
+	// call us: creating EventSub subscriptions must wait for fe.tlsReady().
+	start("certificates", fe.runCerts)
+	start("eventsub subscriptions", func(ctx context.Context) error { return heal.runEventSub(ctx, fe.tlsReady()) })
+	start("reconcile", heal.runReconcile)
+	fe.serve(errc)
 
 	select {
 	case <-ctx.Done():
@@ -131,7 +158,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	// Stop taking events first, then let the workers finish what is in flight.
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if serr := srv.Shutdown(shutdownCtx); serr != nil {
+	if serr := fe.shutdown(shutdownCtx); serr != nil {
 		log.Warn("http: shutdown", "err", serr)
 	}
 	stopWork()
@@ -141,7 +168,25 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 
 // readiness reports whether the service can do its job.
 type readiness struct {
-	bot *discord.Bot
+	bot         *discord.Bot
+	broadcaster *twitch.Broadcaster
+	front       *frontend // the TLS certificate
+	heal        *healing  // EventSub subscriptions, reconcile
+}
+
+// warnings returns what works only in part: the service is ready (members
+// can link, events are applied), but an operator should act.
+func (r readiness) warnings() []string {
+	var out []string
+	if r.broadcaster != nil {
+		if p := r.broadcaster.Status().Problem(); p != "" {
+			out = append(out, p)
+		}
+	}
+	if w := r.front.readyWarning(); w != "" {
+		out = append(out, w)
+	}
+	return append(out, r.heal.warnings()...)
 }
 
 // problems returns what keeps the service from being ready, or nil.
@@ -149,6 +194,9 @@ func (r readiness) problems() []string {
 	var out []string
 	if r.bot != nil && !r.bot.Connected() {
 		out = append(out, "discord gateway not connected")
+	}
+	if p := r.front.readyProblem(); p != "" {
+		out = append(out, p)
 	}
 	return out
 }

@@ -8,15 +8,19 @@ import (
 )
 
 // world is a complete outside world on loopback: a fake Discord with a
-// guild, roles and members, and a fake Twitch that signs EventSub messages.
+// guild, roles and members, and a fake Twitch (OAuth, Helix, and a Sender
+// that signs EventSub messages).
 // The demo, the end-to-end tests and the benchmarks all run the real service
 // wiring against it; only the base URLs in its environment differ from
 // production.
 type world struct {
 	discord *discordtest.Server
 	twitch  *twitchtest.Sender
-	env     map[string]string
-	names   map[string]string // role and member IDs -> display names
+	// twitchAPI is the fake Twitch's OAuth and Helix server; twitch sends
+	// its EventSub messages.
+	twitchAPI *twitchtest.Server
+	env       map[string]string
+	names     map[string]string // role and member IDs -> display names
 }
 
 // The world's fixed IDs.
@@ -35,8 +39,13 @@ const (
 )
 
 // newWorld starts the fakes. data is the service's database file.
-func newWorld(data string) *world {
-	dc := discordtest.NewServer(discordtest.Options{Token: worldBotToken, GuildID: worldGuild})
+func newWorld(data string) *world { return newWorldWith(data, discordtest.Options{}) }
+
+// newWorldWith is newWorld with a fake Discord configured by opts (latency,
+// rate limits, an OnCall observer); the token and guild are the world's.
+func newWorldWith(data string, opts discordtest.Options) *world {
+	opts.Token, opts.GuildID = worldBotToken, worldGuild
+	dc := discordtest.NewServer(opts)
 	w := &world{discord: dc, names: map[string]string{}}
 	for _, r := range []struct {
 		id, name string
@@ -49,7 +58,9 @@ func newWorld(data string) *world {
 		w.names[r.id] = r.name
 	}
 	dc.SetMemberRoles(dc.BotUserID, worldBotRole)
-	w.twitch = &twitchtest.Sender{Secret: worldEventSubToken, ClientID: worldClientID}
+	w.twitchAPI = twitchtest.NewServer(twitchtest.Options{ClientID: worldClientID, ClientSecret: worldClientSecret,
+		InsecureCallbacks: true}) // EventSub callbacks on loopback http
+	w.twitch = w.twitchAPI.Sender("", worldEventSubToken)
 	w.env = map[string]string{
 		"SUBROLE_DATA":                  data,
 		"SUBROLE_LISTEN":                "127.0.0.1:0",
@@ -60,8 +71,8 @@ func newWorld(data string) *world {
 		"SUBROLE_TWITCH_CLIENT_ID":      worldClientID,
 		"SUBROLE_TWITCH_CLIENT_SECRET":  worldClientSecret,
 		"SUBROLE_TWITCH_BROADCASTER_ID": twitchtest.DefaultBroadcasterID,
-		"SUBROLE_TWITCH_API_URL":        "http://127.0.0.1:1/helix",
-		"SUBROLE_TWITCH_AUTH_URL":       "http://127.0.0.1:1/oauth2",
+		"SUBROLE_TWITCH_API_URL":        w.twitchAPI.HelixURL(),
+		"SUBROLE_TWITCH_AUTH_URL":       w.twitchAPI.AuthURL(),
 		"SUBROLE_EVENTSUB_SECRET":       worldEventSubToken,
 		"SUBROLE_ROLE_LINKED":           worldRoleLinked,
 		"SUBROLE_ROLE_TIER1":            worldRoleTier1,
@@ -69,6 +80,10 @@ func newWorld(data string) *world {
 		"SUBROLE_ROLE_TIER3":            worldRoleTier3,
 		"SUBROLE_ROLE_SUBSCRIBER":       worldRoleSub,
 		"SUBROLE_LOG_LEVEL":             "warn",
+		// Every fake client is on loopback: keep them clear of rate limits
+		// and bans (the ban tests clear this), and open no admin socket.
+		"SUBROLE_ALLOW_IPS":    "127.0.0.0/8,::1",
+		"SUBROLE_ADMIN_SOCKET": "off",
 	}
 	return w
 }
@@ -97,7 +112,10 @@ func (w *world) name(id string) string {
 }
 
 // close stops the fakes.
-func (w *world) close() { w.discord.Close() }
+func (w *world) close() {
+	w.discord.Close()
+	w.twitchAPI.Close()
+}
 
 // discordID and twitchID make the IDs of the world's n-th viewer.
 func discordID(n int) string { return fmt.Sprintf("8000000000000%05d", n) }

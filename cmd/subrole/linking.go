@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/subrole/subrole"
+	"github.com/subrole/subrole/discord"
+	"github.com/subrole/subrole/store"
+	"github.com/subrole/subrole/twitch"
+	"github.com/subrole/subrole/web"
+)
+
+// linking is member linking wired together: the Twitch client, the
+// broadcaster's token, the OAuth pages and the slash commands.
+type linking struct {
+	twitch      *twitch.Client
+	broadcaster *twitch.Broadcaster
+	pages       *web.Handler
+	commands    *discord.Commands
+	// onBroadcasterConnected, if set before serving, runs after the
+	// broadcaster authorized subrole (EventSub re-sync, reconcile).
+	onBroadcasterConnected func()
+}
+
+// newLinking wires member linking. onBadRequest, if set, receives every
+// refused callback (the ban layer).
+func newLinking(cfg *config, log *slog.Logger, svc *subrole.Service, db *store.Store, bot *discord.Bot,
+	onBadRequest func(*http.Request, string)) (*linking, error) {
+	tc, err := twitch.New(twitch.Config{
+		ClientID:     cfg.TwitchClientID,
+		ClientSecret: cfg.TwitchClientSecret,
+		AuthURL:      cfg.TwitchAuthURL,
+		APIURL:       cfg.TwitchAPIURL,
+		// Helix's window lasts a minute: a reconcile of 100,000s of
+		// subscribers (800 requests a minute) waits it out rather than fail.
+		// Members' own checks use their own tokens and never wait.
+		MaxRateWait: 70 * time.Second,
+		Now:         svc.Now,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lk := &linking{twitch: tc}
+	notifier := &discord.Notifier{Bot: bot, Audit: svc.RecordAudit, Logger: log}
+	pages, err := web.New(web.Config{
+		Core:          svc,
+		Twitch:        tc,
+		PublicURL:     cfg.PublicURL.String(),
+		BroadcasterID: cfg.TwitchBroadcasterID,
+		RoleNames:     bot.RoleNames,
+		OnBadRequest:  onBadRequest,
+		OnLinked: func(res subrole.LinkResult, _ string) {
+			if !cfg.LinkDM {
+				return
+			}
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				notifier.Linked(ctx, res)
+			}()
+		},
+		OnBroadcasterConnected: func(tok subrole.BroadcasterToken) {
+			lk.broadcaster.Connected(tok)
+			if lk.onBroadcasterConnected != nil {
+				lk.onBroadcasterConnected()
+			}
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lk.pages = pages
+	lk.broadcaster = twitch.NewBroadcaster(twitch.BroadcasterConfig{
+		Client:        tc,
+		Store:         db,
+		BroadcasterID: cfg.TwitchBroadcasterID,
+		ConnectURL:    pages.ConnectURL(),
+		Now:           svc.Now,
+		Logger:        log,
+	})
+	lk.commands = &discord.Commands{
+		Bot:     bot,
+		Members: svc,
+		Links:   pages,
+		Resync: func(ctx context.Context, discordUserID string) (subrole.Member, error) {
+			return svc.Resync(ctx, lk.broadcaster, discordUserID)
+		},
+		Logger: log,
+	}
+	return lk, nil
+}
+
+// mount adds the pages' routes to mux-style registration.
+func (lk *linking) mount(handle func(path string, h http.HandlerFunc, methods ...string)) {
+	handle(web.CallbackPath, lk.pages.Callback, http.MethodGet)
+	handle(web.ConnectPath, lk.pages.Connect, http.MethodGet)
+	handle(web.StylePath, lk.pages.Style, http.MethodGet, http.MethodHead)
+}
