@@ -131,11 +131,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 1) // the first fatal error stops the service
 	start := func(name string, f func(context.Context) error) {
 		wg.Go(func() {
 			if err := f(work); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				err = fmt.Errorf("%s: %w", name, err)
+				select {
+				case errc <- err:
+				default: // already stopping for another error
+					log.Error("worker failed while stopping", "err", err)
+				}
 			}
 		})
 	}
