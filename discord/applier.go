@@ -67,9 +67,10 @@ type Applier struct {
 
 // pending is the coalesced work of one member.
 type pending struct {
-	job  subrole.RoleJob // newest job
-	seqs []uint64        // every job folded in
-	obs  time.Time       // earliest observation
+	job      subrole.RoleJob // newest job
+	seqs     []uint64        // every job folded in
+	obs      time.Time       // earliest observation
+	attempts int             // failed attempts with an unexpected client error
 }
 
 type result struct {
@@ -190,7 +191,7 @@ func (a *Applier) Run(ctx context.Context) error {
 				// Put the work back at the front, merged with anything newer.
 				if q := queue[r.member]; q != nil {
 					q.seqs = append(p.seqs, q.seqs...)
-					q.obs = p.obs
+					q.obs, q.attempts = p.obs, p.attempts
 				} else {
 					queue[r.member] = p
 					order = append([]string{r.member}, order...)
@@ -198,7 +199,12 @@ func (a *Applier) Run(ctx context.Context) error {
 				backoff = min(max(backoff*2, minB), maxB)
 				wait := max(backoff, r.retryIn)
 				wait += time.Duration(rand.Int64N(int64(wait)/4 + 1))
-				log.Warn("discord: role change failed, retrying", "discord_user", r.member, "err", r.transient, "retry_in", wait)
+				level := slog.LevelWarn
+				if backoff == maxB {
+					level = slog.LevelError // failing for a while: someone should look
+				}
+				log.Log(ctx, level, "discord: role change failed, retrying; the change waits in the outbox",
+					"discord_user", r.member, "err", r.transient, "retry_in", wait)
 				paused = time.After(wait)
 			} else {
 				backoff = 0
@@ -256,8 +262,14 @@ func (a *Applier) handle(ctx context.Context, log *slog.Logger, p *pending) resu
 		}
 	}
 	if err != nil {
-		if retry, transient := isTransient(err); transient {
+		switch retry, kind := classify(err); {
+		case kind == failTransient:
 			return result{member: j.DiscordUserID, transient: err, retryIn: retry}
+		case kind == failUnexpected && p.attempts < maxUnexpected:
+			// A client error Discord has no documented reason for: retry a
+			// few times before giving up on this member.
+			p.attempts++
+			return result{member: j.DiscordUserID, transient: err}
 		}
 	}
 
@@ -283,22 +295,43 @@ func (a *Applier) handle(ctx context.Context, log *slog.Logger, p *pending) resu
 	return result{member: j.DiscordUserID}
 }
 
-// isTransient reports whether err is worth retrying, and how long Discord
-// asked us to wait, if it said.
-func isTransient(err error) (time.Duration, bool) {
+// failure kinds of a Discord call.
+type failure int
+
+const (
+	failTransient  failure = iota // retry until it works: outages, rate limits, a token being fixed
+	failPermanent                 // record and drop: the member, role or permission is wrong
+	failUnexpected                // an undocumented client error: retry a few times, then drop
+)
+
+// maxUnexpected is how often an unexpected client error is retried for one member.
+const maxUnexpected = 5
+
+// classify says how to treat a failed Discord call, and how long Discord
+// asked us to wait, if it said. Only errors that name a member, role or
+// permission problem are permanent: a 401 (a token being reset), a 403
+// without a code (a Cloudflare block) or 40333 (Discord's internal network
+// error), 5xx, 429 and network errors are retried until they pass, so a
+// Discord incident never drops a role change.
+func classify(err error) (time.Duration, failure) {
 	var rl *discordgo.RateLimitError
 	if errors.As(err, &rl) {
-		return rl.RetryAfter, true
+		return rl.RetryAfter, failTransient
 	}
 	switch code(err) {
-	case discordgo.ErrCodeMissingPermissions, discordgo.ErrCodeUnknownMember, discordgo.ErrCodeUnknownRole:
-		return 0, false
+	case discordgo.ErrCodeMissingPermissions, discordgo.ErrCodeUnknownMember, discordgo.ErrCodeUnknownRole,
+		discordgo.ErrCodeMissingAccess:
+		return 0, failPermanent
+	case 40333:
+		return 0, failTransient
 	}
-	st := status(err)
-	if st == 0 || st == 429 || st >= 500 {
-		return 0, true // network errors, timeouts, outages
+	switch st := status(err); {
+	case st == 0, st == 401, st == 429, st >= 500:
+		return 0, failTransient
+	case st == 403 && code(err) == 0:
+		return 0, failTransient
 	}
-	return 0, false
+	return 0, failUnexpected
 }
 
 // fixFor tells an operator how to fix a permanent failure.
@@ -308,6 +341,8 @@ func fixFor(err error) string {
 		return "give the bot the Manage Roles permission and drag its role above every role subrole manages (Server Settings > Roles)"
 	case discordgo.ErrCodeUnknownMember:
 		return "the member left the server; nothing to do"
+	case discordgo.ErrCodeMissingAccess:
+		return "the bot cannot see the server or channel: check its permissions and SUBROLE_DISCORD_GUILD_ID"
 	case discordgo.ErrCodeUnknownRole:
 		return "the role was deleted; set SUBROLE_ROLE_* to an existing role ID and restart"
 	}

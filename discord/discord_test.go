@@ -453,3 +453,46 @@ func TestAllMemberRoles(t *testing.T) {
 		t.Fatalf("%d members in %d pages, want 2500 in 3", len(seen), pages)
 	}
 }
+
+// TestApplierClassifiesFailures: only errors that name a member, role or
+// permission problem drop a job; a reset token (401), a Cloudflare block
+// (403 without a code) and other incidents are retried until they pass, and
+// an unexplained client error is retried a few times before it is recorded.
+func TestApplierClassifiesFailures(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  int
+		n       int
+		applied bool
+	}{
+		{"401 token reset", 401, 3, true},
+		{"403 without a code", 403, 3, true},
+		{"502", 502, 2, true},
+		{"unexplained 400 for a while", 400, 3, true},
+		{"unexplained 400 for good", 400, 1000, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newFake(t)
+			srv.AddMember("1", "alice")
+			out := newOutbox()
+			h := startApplier(t, srv, out)
+			srv.FailNext(tt.n, tt.status)
+			out.add("1", linked, tier1)
+			a := h.waitApplied(t)
+			if tt.applied {
+				if a.Err != nil || !slices.Equal(h.roles(t, "1"), []string{linked, tier1}) {
+					t.Fatalf("not applied after the failures passed: %+v roles %v", a, h.roles(t, "1"))
+				}
+				return
+			}
+			if a.Err == nil || out.pending() != 0 {
+				t.Fatalf("a persistent client error was retried forever: %+v", a)
+			}
+			reads := slices.DeleteFunc(srv.CallsMatching("GET", ""), func(c discordtest.Call) bool { return c.Path != "/api/v9/guilds/"+guild+"/members/1" })
+			if n := len(reads); n != 6 {
+				t.Fatalf("%d attempts, want 6", n)
+			}
+		})
+	}
+}
