@@ -148,7 +148,7 @@ func (s *Service) CompleteLink(ctx context.Context, raw string, v Viewer) (LinkR
 		if err != nil {
 			return err
 		}
-		after := observeViewer(before, v, now)
+		after, _ := observeViewer(before, v, now, "oauth check", SourceOAuth)
 		if err := tx.PutSubscription(after); err != nil {
 			return err
 		}
@@ -184,15 +184,18 @@ func (s *Service) CompleteLink(ctx context.Context, raw string, v Viewer) (LinkR
 	return res, nil
 }
 
-// observeViewer applies a member's own subscription check to the stored
-// state of their Twitch account.
-func observeViewer(before Subscription, v Viewer, now time.Time) Subscription {
+// observeViewer applies a Helix observation of one viewer (their own check
+// during /link, or an admin resync) to the stored state of their Twitch
+// account, and reports whether it did. Helix lags behind EventSub, so the
+// observation counts as HelixLag old, like a reconcile's: it is ignored when
+// the state holds a newer fact (an event a moment ago), and an event sent
+// after that point beats it even when Twitch delivers it late.
+func observeViewer(before Subscription, v Viewer, now time.Time, kind string, src Source) (Subscription, bool) {
 	after := before
 	after.TwitchLogin = firstNonEmpty(v.TwitchLogin, before.TwitchLogin)
-	if before.Source == SourceEventSub && now.Sub(before.LastEvent) < HelixLag {
-		// Helix lags behind EventSub: a viewer who subscribed a moment ago
-		// and runs /link at once may not be listed yet. The event knows better.
-		return after
+	observed := now.Add(-HelixLag)
+	if before.LastEvent.After(observed) {
+		return after, false
 	}
 	if v.Tier.Valid() {
 		if !before.Active() {
@@ -205,11 +208,8 @@ func observeViewer(before Subscription, v Viewer, now time.Time) Subscription {
 	} else if before.Active() {
 		after.Ended = now
 	}
-	if !now.Before(before.LastEvent) {
-		after.LastEvent = now
-	}
-	after.LastEventType, after.Source = "oauth check", SourceOAuth
-	return after
+	after.LastEvent, after.LastEventType, after.Source = observed, kind, src
+	return after, true
 }
 
 // ConnectBroadcaster finishes the broadcaster's authorization in one
@@ -291,10 +291,12 @@ func (s *Service) Resync(ctx context.Context, src SubscriberSource, discordUserI
 		now := s.now()
 		after := before
 		if link.TwitchUserID == m.Link.TwitchUserID { // not relinked meanwhile
-			after = observeViewer(before, Viewer{TwitchUserID: link.TwitchUserID, TwitchLogin: h.UserLogin,
-				Tier: h.Tier, IsGift: h.IsGift, GifterLogin: h.GifterLogin}, now)
-			after.GifterID = h.GifterID
-			after.LastEventType, after.Source = "resync", SourceHelix
+			var applied bool
+			after, applied = observeViewer(before, Viewer{TwitchUserID: link.TwitchUserID, TwitchLogin: h.UserLogin,
+				Tier: h.Tier, IsGift: h.IsGift, GifterLogin: h.GifterLogin}, now, "resync", SourceHelix)
+			if applied {
+				after.GifterID = h.GifterID
+			}
 			if err := tx.PutSubscription(after); err != nil {
 				return err
 			}

@@ -207,3 +207,44 @@ func TestLinkTrustsAFreshEvent(t *testing.T) {
 		t.Fatalf("an old event outweighed the member's own check: %+v", res.Sub)
 	}
 }
+
+// TestLateEventBeatsLinkCheck: Twitch sent a subscribe at T but delivered it
+// after the member's /link check at T+1m, which Helix answered "not
+// subscribed". The event is newer than what Helix knew, so it wins.
+func TestLateEventBeatsLinkCheck(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, policy)
+	sent := f.clock.Now()
+	f.clock.Add(time.Minute)
+	state, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
+	if _, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"}); err != nil {
+		t.Fatal(err)
+	}
+	f.jobs()
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: "7", Tier: subrole.Tier1, Sent: sent})
+	if s := f.sub("7"); !s.Active() {
+		t.Fatalf("the late event was dropped as stale: %+v", s)
+	}
+	wantJob(t, f.jobs(), alice, roleLinked, roleT1)
+}
+
+// TestResyncKeepsAFreshEvent: an admin resync with a lagging Helix neither
+// ends a fresh subscription nor takes away its protection from a /link check.
+func TestResyncKeepsAFreshEvent(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, policy)
+	f.link(alice, "7")
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: "7", Tier: subrole.Tier1})
+	f.clock.Add(time.Minute)
+	if _, err := f.svc.Resync(ctx, helixOne{}, alice); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.sub("7"); !s.Active() || s.Source != subrole.SourceEventSub {
+		t.Fatalf("resync overrode a fresh event: %+v", s)
+	}
+	f.clock.Add(time.Minute)
+	state, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
+	if res, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7"}); err != nil || !res.Sub.Active() {
+		t.Fatalf("link after resync ended a fresh subscription: %+v %v", res.Sub, err)
+	}
+}
