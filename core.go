@@ -212,11 +212,11 @@ func (s *Service) Run(ctx context.Context) error {
 // sleep before the next scheduled check.
 func (s *Service) work(ctx context.Context) (time.Duration, error) {
 	for {
-		n, err := s.processInbox(ctx)
+		_, more, err := s.processInbox(ctx)
 		if err != nil {
 			return 0, err
 		}
-		if n < s.batchSize {
+		if !more {
 			break
 		}
 	}
@@ -245,13 +245,34 @@ func (s *Service) work(ctx context.Context) (time.Duration, error) {
 	return max(next.At.Sub(s.now()), 0), nil
 }
 
-// processInbox applies up to one batch of inbox events in one commit and
-// returns how many it took.
-func (s *Service) processInbox(ctx context.Context) (int, error) {
+// processInbox applies up to max inbox events in one commit and returns how
+// many it took, and whether more may be waiting. When the batch cannot be
+// committed it tries the first event alone, and an event that cannot be
+// applied even alone is set aside (dead-lettered) with an audit entry and
+// an error log, so one bad event never blocks the ones behind it.
+func (s *Service) processInbox(ctx context.Context) (n int, more bool, err error) {
+	n, err = s.applyInbox(ctx, s.batchSize)
+	if err == nil {
+		return n, n == s.batchSize, nil
+	}
+	if ctx.Err() != nil {
+		return 0, false, err
+	}
+	if n, err = s.applyInbox(ctx, 1); err == nil {
+		return n, true, nil // the culprit is further back; go on one at a time
+	}
+	if derr := s.deadLetter(ctx, err); derr != nil {
+		return 0, false, fmt.Errorf("%w; setting it aside failed too: %v", err, derr)
+	}
+	return 1, true, nil
+}
+
+// applyInbox applies up to max inbox events in one commit.
+func (s *Service) applyInbox(ctx context.Context, max int) (int, error) {
 	var n, jobs int
 	err := s.store.Update(ctx, func(tx Tx) error {
 		n, jobs = 0, 0
-		entries, err := tx.Inbox(0, s.batchSize)
+		entries, err := tx.Inbox(0, max)
 		if err != nil {
 			return err
 		}
@@ -278,6 +299,30 @@ func (s *Service) processInbox(ctx context.Context) (int, error) {
 		s.log.Debug("core: applied events", "count", n, "role_jobs", jobs)
 	}
 	return n, nil
+}
+
+// deadLetter removes the first inbox event, which cannot be applied, and
+// keeps it in the audit log (raw event included) for an operator.
+func (s *Service) deadLetter(ctx context.Context, cause error) error {
+	var e Event
+	err := s.store.Update(ctx, func(tx Tx) error {
+		entries, err := tx.Inbox(0, 1)
+		if err != nil || len(entries) == 0 {
+			return err
+		}
+		e = entries[0].Event
+		if err := tx.DeleteInbox(entries[0].Seq); err != nil {
+			return err
+		}
+		return tx.AppendAudit(AuditEntry{Time: s.now(), Kind: AuditEvent, EventID: e.MessageID, TwitchUserID: e.UserID,
+			Before: string(e.Raw), Detail: fmt.Sprintf("set aside %s: it cannot be applied: %v", e.Type, cause)})
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Error("core: an event cannot be applied and was set aside in the audit log; the next reconcile repairs its effect",
+		"event_id", e.MessageID, "type", string(e.Type), "twitch_user", e.UserID, "err", cause)
+	return nil
 }
 
 // apply applies one event inside tx and returns how many role jobs it queued.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -374,5 +375,33 @@ func TestSeenMessageIDsPrunedAfterADay(t *testing.T) {
 	}
 	if dup, err := svc.AcceptEvent(context.Background(), e); err != nil || dup {
 		t.Fatalf("after 25h: dup=%v err=%v, want accepted", dup, err)
+	}
+}
+
+// TestPoisonEventSetAside: an event that cannot be applied is set aside with
+// an audit entry instead of blocking the events behind it forever.
+func TestPoisonEventSetAside(t *testing.T) {
+	f := newFixture(t, policy)
+	f.link("d1", "t1")
+	f.jobs()
+	ctx := context.Background()
+	// No user id: applying it fails (the webhook never lets this through).
+	if _, err := f.svc.AcceptEvent(ctx, subrole.Event{MessageID: "bad", Type: subrole.EventSubscribe, Tier: subrole.Tier1, Raw: []byte(`{"tier":"1000"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: "t1", Tier: subrole.Tier2})
+	wantJob(t, f.jobs(), "d1", roleLinked, roleT2)
+	var found bool
+	f.db.View(ctx, func(tx subrole.Tx) error {
+		entries, err := tx.Audit(0, -1)
+		for _, a := range entries {
+			if a.EventID == "bad" && strings.Contains(a.Detail, "set aside") && a.Before == `{"tier":"1000"}` {
+				found = true
+			}
+		}
+		return err
+	})
+	if !found {
+		t.Fatal("the poison event is not in the audit log")
 	}
 }

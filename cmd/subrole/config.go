@@ -219,8 +219,8 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	default:
 		bad("SUBROLE_TIER_ROLES", "must be exclusive or cumulative, got %q", m)
 	}
-	if g, err := parseDuration(get("SUBROLE_GRACE")); err != nil || g < 0 {
-		bad("SUBROLE_GRACE", "must be a non-negative duration like 72h or 3d, got %q", get("SUBROLE_GRACE"))
+	if g, err := parseDuration(get("SUBROLE_GRACE")); err != nil || g < 0 || g > 366*24*time.Hour {
+		bad("SUBROLE_GRACE", "must be a duration from 0 to 366d, like 72h or 3d, got %q", get("SUBROLE_GRACE"))
 	} else {
 		p.Grace = g
 	}
@@ -261,6 +261,9 @@ func parseDuration(s string) (time.Duration, error) {
 		n, err := strconv.Atoi(d)
 		if err != nil {
 			return 0, err
+		}
+		if n < 0 || n > 100000 {
+			return 0, fmt.Errorf("%d days is out of range", n)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
