@@ -67,8 +67,10 @@
 // subrole can fix, and for authorization_revoked or user_removed raises an
 // error and creates nothing until BroadcasterConnected: no create loop.
 //
-// SecretGeneration and CallbackURL implement secret rotation: the callback
-// carries the secret's generation (?g=N), bumped when the configured secret
+// SecretGeneration and CallbackID implement secret rotation: the callback
+// carries the secret's generation and the installation's id (?g=N&i=ID); the
+// id keeps two installations of one Twitch application apart, and the
+// generation is bumped when the configured secret
 // changes, so the old subscriptions become stale and are replaced; while any
 // remain, Manager.Rotating reports true and Handler.AcceptPrevious lets the
 // previous secret verify their messages.

@@ -65,8 +65,8 @@ const (
 )
 
 // CallbackPath is the path of the webhook route. A webhook subscription
-// whose callback path ends with it, on subrole's host or carrying a secret
-// generation query (see CallbackURL), was created by subrole.
+// whose callback path ends with it and that carries this installation's id
+// (see CallbackID), or no id but subrole's host, was created by subrole.
 const CallbackPath = "/twitch_eventsub"
 
 // MaxPerCondition is how many subscriptions Twitch allows for one type and condition.
@@ -95,7 +95,8 @@ type Manager struct {
 	// API talks to Helix. Required.
 	API API
 	// Callback is the webhook URL to subscribe, SUBROLE_PUBLIC_URL +
-	// CallbackPath with the secret's generation as a query (CallbackURL).
+	// CallbackPath with the secret's generation and the installation's id as
+	// a query (CallbackID.URL).
 	// Required.
 	Callback string
 	// Secret signs the subscriptions created. Required.
@@ -173,11 +174,14 @@ func (m *Manager) Ours(s Registration) bool {
 	if err != nil || !strings.HasSuffix(u.Path, CallbackPath) {
 		return false
 	}
-	if u.Query().Has(generationParam) {
-		return true
-	}
 	own, err := url.Parse(m.Callback)
-	return err == nil && strings.EqualFold(u.Host, own.Host)
+	if err != nil {
+		return false
+	}
+	if inst := u.Query().Get(instanceParam); inst != "" {
+		return inst == own.Query().Get(instanceParam) // ours under any public URL this installation had
+	}
+	return strings.EqualFold(u.Host, own.Host)
 }
 
 func sameTarget(a, b Registration) bool {

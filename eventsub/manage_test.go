@@ -99,11 +99,14 @@ func (a *memAPI) byStatus() map[string]int {
 	return out
 }
 
-const testCallback = "https://subs.example.com/twitch_eventsub"
+const (
+	testCallback = "https://subs.example.com/twitch_eventsub"
+	ownQuery     = "?g=1&i=abc" // this installation's generation and id
+)
 
 func newManager(api API) (*Manager, *bytes.Buffer) {
 	var logs bytes.Buffer
-	return &Manager{API: api, Callback: testCallback, Secret: "new-secret-123", BroadcasterID: "1337", ClientID: "cid",
+	return &Manager{API: api, Callback: testCallback + ownQuery, Secret: "new-secret-123", BroadcasterID: "1337", ClientID: "cid",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), WaitEnabled: 2 * time.Second, Poll: time.Millisecond}, &logs
 }
 
@@ -120,7 +123,7 @@ func TestSyncCreatesThenReuses(t *testing.T) {
 	types := map[string]map[string]string{}
 	for _, s := range api.subs {
 		types[s.Type] = s.Condition
-		if api.secrets[s.ID] != "new-secret-123" || s.Callback != testCallback || s.Version != "1" {
+		if api.secrets[s.ID] != "new-secret-123" || s.Callback != testCallback+ownQuery || s.Version != "1" {
 			t.Fatalf("subscription %+v secret %q", s, api.secrets[s.ID])
 		}
 	}
@@ -138,8 +141,8 @@ func TestSyncCreatesThenReuses(t *testing.T) {
 func TestSyncReplacesStaleAndBroken(t *testing.T) {
 	api := &memAPI{}
 	cond := map[string]string{"broadcaster_user_id": "1337"}
-	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub?g=1"})
-	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusFailuresExceeded, Condition: cond, Callback: testCallback})
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub?g=1&i=abc"})
+	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusFailuresExceeded, Condition: cond, Callback: testCallback + ownQuery})
 	api.add(Registration{Type: "channel.subscription.gift", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://other-app.example.com/hooks"})
 	m, _ := newManager(api)
 	rep, err := m.Sync(context.Background())
@@ -150,7 +153,7 @@ func TestSyncReplacesStaleAndBroken(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 	got := api.byStatus()
-	if got[testCallback+" enabled"] != 5 || got["https://other-app.example.com/hooks enabled"] != 1 || len(got) != 2 {
+	if got[testCallback+ownQuery+" enabled"] != 5 || got["https://other-app.example.com/hooks enabled"] != 1 || len(got) != 2 {
 		t.Fatalf("subscriptions %v", got)
 	}
 }
@@ -175,12 +178,12 @@ func TestSyncLimitOfThree(t *testing.T) {
 	for i := range 2 {
 		api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: fmt.Sprintf("https://other%d.example.com/x", i)})
 	}
-	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub?g=1"})
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusEnabled, Condition: cond, Callback: "https://old.example.com/twitch_eventsub?g=1&i=abc"})
 	m, _ = newManager(api)
 	if _, err := m.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := api.byStatus(); got["https://old.example.com/twitch_eventsub?g=1 enabled"] != 0 || got[testCallback+" enabled"] != 5 {
+	if got := api.byStatus(); got["https://old.example.com/twitch_eventsub?g=1&i=abc enabled"] != 0 || got[testCallback+ownQuery+" enabled"] != 5 {
 		t.Fatalf("subscriptions %v", got)
 	}
 }
@@ -199,7 +202,7 @@ func TestSync409IsExists(t *testing.T) {
 func TestSecretRotation(t *testing.T) {
 	api := &memAPI{}
 	m, _ := newManager(api)
-	m.Callback = testCallback + "?g=1"
+	m.Callback = testCallback + "?g=1&i=abc"
 	m.Secret = "old-secret-123"
 	if _, err := m.Sync(context.Background()); err != nil {
 		t.Fatal(err)
@@ -207,12 +210,12 @@ func TestSecretRotation(t *testing.T) {
 	api.byStatus() // the challenges are answered
 	// Rotate: new secret, new generation; the callback that never answers keeps rotation open.
 	m2, _ := newManager(api)
-	m2.Callback = testCallback + "?g=2"
+	m2.Callback = testCallback + "?g=2&i=abc"
 	api.never = true
 	if _, err := m2.Sync(context.Background()); err == nil || !m2.Rotating() {
 		t.Fatalf("rotation finished without the new subscriptions enabled: %v", err)
 	}
-	if got := api.byStatus(); got[testCallback+"?g=1 enabled"] != 5 {
+	if got := api.byStatus(); got[testCallback+"?g=1&i=abc enabled"] != 5 {
 		t.Fatalf("old subscriptions deleted before the new ones worked: %v", got)
 	}
 	api.never = false
@@ -223,7 +226,7 @@ func TestSecretRotation(t *testing.T) {
 		t.Fatal("still rotating")
 	}
 	got := api.byStatus()
-	if got[testCallback+"?g=2 enabled"] != 5 || len(got) != 1 {
+	if got[testCallback+"?g=2&i=abc enabled"] != 5 || len(got) != 1 {
 		t.Fatalf("after rotation %v", got)
 	}
 	for _, s := range api.subs {
@@ -321,8 +324,8 @@ func TestSyncReplacesRevoked(t *testing.T) {
 	api := &memAPI{}
 	m, _ := newManager(api)
 	cond := map[string]string{"broadcaster_user_id": "1337"}
-	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusAuthRevoked, Condition: cond, Callback: testCallback})
-	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusVerificationFailed, Condition: cond, Callback: testCallback})
+	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusAuthRevoked, Condition: cond, Callback: testCallback + ownQuery})
+	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusVerificationFailed, Condition: cond, Callback: testCallback + ownQuery})
 	rep, err := m.Sync(context.Background())
 	if err != nil || len(rep.Deleted) != 2 || len(rep.Created) != 5 {
 		t.Fatalf("%+v %v", rep, err)
@@ -335,32 +338,35 @@ func TestSyncReplacesRevoked(t *testing.T) {
 func TestRotationHeldWhileWaiting(t *testing.T) {
 	api := &memAPI{}
 	m, _ := newManager(api)
-	m.Callback = testCallback + "?g=1"
+	m.Callback = testCallback + "?g=1&i=abc"
 	if _, err := m.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	m2, _ := newManager(api)
-	m2.Callback = testCallback + "?g=2"
+	m2.Callback = testCallback + "?g=2&i=abc"
 	m2.Authorized = func() error { return errors.New("not connected") }
 	rep, err := m2.Sync(context.Background())
 	if err != nil || !m2.Rotating() || len(rep.Deleted) != 1 || len(rep.Created) != 1 {
 		t.Fatalf("%+v %v rotating=%v", rep, err, m2.Rotating())
 	}
-	if got := api.byStatus(); got[testCallback+"?g=1 enabled"] != 4 {
+	if got := api.byStatus(); got[testCallback+"?g=1&i=abc enabled"] != 4 {
 		t.Fatalf("old channel subscriptions deleted without replacement: %v", got)
 	}
 }
 
 func TestOurs(t *testing.T) {
-	m := &Manager{Callback: "https://a.example/twitch_eventsub?g=2"}
+	m := &Manager{Callback: "https://a.example/twitch_eventsub?g=2&i=abc"}
 	for cb, want := range map[string]bool{
-		"https://a.example/twitch_eventsub":           true,
-		"https://a.example/twitch_eventsub?g=3":       true,
-		"https://old.example/twitch_eventsub?g=1":     true,  // subrole at an older public URL
-		"https://old.example/sub/twitch_eventsub?g=1": true,  // under a path
-		"https://other.example/twitch_eventsub":       false, // another tool of the same application
-		"https://a.example/other":                     false,
-		"https://a.example/twitch_eventsub/more":      false,
+		"https://a.example/twitch_eventsub":                 true, // before callbacks carried ids
+		"https://a.example/twitch_eventsub?g=3":             true,
+		"https://old.example/twitch_eventsub?g=1&i=abc":     true,  // this installation at an older public URL
+		"https://old.example/sub/twitch_eventsub?g=1&i=abc": true,  // under a path
+		"https://staging.example/twitch_eventsub?g=1&i=zzz": false, // another installation of the same application
+		"https://a.example/twitch_eventsub?g=1&i=zzz":       false,
+		"https://old.example/twitch_eventsub?g=1":           false, // no id, another host
+		"https://other.example/twitch_eventsub":             false, // another tool of the same application
+		"https://a.example/other":                           false,
+		"https://a.example/twitch_eventsub/more":            false,
 	} {
 		if got := m.Ours(Registration{Callback: cb, Method: "webhook"}); got != want {
 			t.Errorf("Ours(%s) = %v", cb, got)

@@ -17,6 +17,7 @@ func TestSecretGeneration(t *testing.T) {
 	}
 	defer db.Close()
 	ctx := context.Background()
+	var instance string
 	for i, step := range []struct {
 		secret  string
 		gen     uint64
@@ -28,9 +29,15 @@ func TestSecretGeneration(t *testing.T) {
 		{"second-secret-456", 2, false},
 		{"first-secret-0123", 3, true}, // rotating back is another generation
 	} {
-		gen, changed, err := SecretGeneration(ctx, db, step.secret)
-		if err != nil || gen != step.gen || changed != step.changed {
-			t.Fatalf("step %d: generation %d changed %v err %v, want %d %v", i, gen, changed, err, step.gen, step.changed)
+		id, changed, err := SecretGeneration(ctx, db, step.secret)
+		if err != nil || id.Generation != step.gen || changed != step.changed {
+			t.Fatalf("step %d: generation %d changed %v err %v, want %d %v", i, id.Generation, changed, err, step.gen, step.changed)
+		}
+		if instance == "" {
+			instance = id.Instance
+		}
+		if len(id.Instance) != 8 || id.Instance != instance {
+			t.Fatalf("step %d: instance %q, want a stable 8-character id (%q)", i, id.Instance, instance)
 		}
 	}
 	// The secret itself is never stored.
@@ -41,7 +48,7 @@ func TestSecretGeneration(t *testing.T) {
 		}
 		return nil
 	})
-	if got := CallbackURL("https://subs.example.com", 3); got != "https://subs.example.com/twitch_eventsub?g=3" {
-		t.Fatalf("CallbackURL = %s", got)
+	if got := (CallbackID{Generation: 3, Instance: "abc"}).URL("https://subs.example.com"); got != "https://subs.example.com/twitch_eventsub?g=3&i=abc" {
+		t.Fatalf("URL = %s", got)
 	}
 }

@@ -116,21 +116,21 @@ func (h *healing) setup(ctx context.Context, cfg *config, log *slog.Logger, db *
 	if cfg.EnforceRoles {
 		h.roles = bot
 	}
-	gen, changed, err := eventsub.SecretGeneration(ctx, db, cfg.EventSubSecret)
+	cbID, changed, err := eventsub.SecretGeneration(ctx, db, cfg.EventSubSecret)
 	if err != nil {
 		return err
 	}
-	h.generation = gen
+	h.generation = cbID.Generation
 	switch {
 	case changed && cfg.EventSubSecretPrevious == "":
 		log.Warn("eventsub: SUBROLE_EVENTSUB_SECRET changed; subscriptions are re-created with it, and events signed with the old one are refused meanwhile",
-			"generation", gen, "fix", "set SUBROLE_EVENTSUB_SECRET_PREVIOUS to the old secret during a rotation")
+			"generation", cbID.Generation, "fix", "set SUBROLE_EVENTSUB_SECRET_PREVIOUS to the old secret during a rotation")
 	case changed:
-		log.Info("eventsub: secret rotation: re-creating the subscriptions with the new secret; the previous one is accepted until they are replaced", "generation", gen)
+		log.Info("eventsub: secret rotation: re-creating the subscriptions with the new secret; the previous one is accepted until they are replaced", "generation", cbID.Generation)
 	}
 	h.manager = &eventsub.Manager{
 		API:           helixEventSub{lk.twitch},
-		Callback:      eventsub.CallbackURL(cfg.PublicURL.String(), gen),
+		Callback:      cbID.URL(cfg.PublicURL.String()),
 		Secret:        cfg.EventSubSecret,
 		BroadcasterID: cfg.TwitchBroadcasterID,
 		ClientID:      cfg.TwitchClientID,

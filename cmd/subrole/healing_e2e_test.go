@@ -54,6 +54,14 @@ func (w *world) storeBroadcaster(t *testing.T) {
 		return tx.PutBroadcasterToken(subrole.BroadcasterToken{UserID: w.twitchAPI.BroadcasterID(), Login: twitchtest.DefaultBroadcasterLogin,
 			AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expires: tok.Expires, Scopes: tok.Scopes, Connected: time.Now()})
 	})
+	// Record the callback id the service will use, so tests know its callbacks.
+	w.withDB(t, func(db *store.Store) {
+		id, _, err := eventsub.SecretGeneration(context.Background(), db, w.env["SUBROLE_EVENTSUB_SECRET"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.instance = id.Instance
+	})
 }
 
 // useAdminSocket gives the service an admin socket for the CLI.
@@ -73,7 +81,7 @@ func (w *world) cli(t *testing.T, args ...string) (string, error) {
 
 // callback is the service's EventSub callback for a secret generation.
 func (w *world) callback(gen int) string {
-	return fmt.Sprintf("%s/twitch_eventsub?g=%d", w.env["SUBROLE_PUBLIC_URL"], gen)
+	return eventsub.CallbackID{Generation: uint64(gen), Instance: w.instance}.URL(w.env["SUBROLE_PUBLIC_URL"])
 }
 
 // waitEventSub waits until ok accepts the fake Twitch's subscriptions.
@@ -166,7 +174,7 @@ func TestEventSubLifecycleEndToEnd(t *testing.T) {
 	bc := w.twitchAPI.BroadcasterID()
 	// An older subrole (another public URL) and another tool of the same application.
 	stale := w.twitchAPI.AddEventSubSubscription(twitchtest.EventSubSubscription{Type: twitchtest.SubscribeType,
-		Condition: map[string]string{"broadcaster_user_id": bc}, Callback: "https://127.0.0.2:1/twitch_eventsub?g=1", Secret: "old-secret-0123"})
+		Condition: map[string]string{"broadcaster_user_id": bc}, Callback: "https://127.0.0.2:1/twitch_eventsub?g=1&i=" + w.instance, Secret: "old-secret-0123"})
 	foreign := w.twitchAPI.AddEventSubSubscription(twitchtest.EventSubSubscription{Type: twitchtest.SubscribeType,
 		Condition: map[string]string{"broadcaster_user_id": bc}, Callback: "https://127.0.0.1:1/hooks/twitch", Secret: "other-secret-012"})
 
@@ -459,8 +467,8 @@ func TestDowntimeEndToEnd(t *testing.T) {
 	// subscriptions in place, the last pass 7 hours ago.
 	w.withDB(t, func(db *store.Store) {
 		// The generation of the world's secret, as the first start recorded it.
-		if gen, _, err := eventsub.SecretGeneration(context.Background(), db, worldEventSubToken); err != nil || gen != 1 {
-			t.Fatalf("generation %d %v", gen, err)
+		if id, _, err := eventsub.SecretGeneration(context.Background(), db, worldEventSubToken); err != nil || id.Generation != 1 {
+			t.Fatalf("generation %d %v", id.Generation, err)
 		}
 	})
 	w.withStore(t, func(tx subrole.Tx) error {

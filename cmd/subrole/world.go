@@ -21,6 +21,9 @@ type world struct {
 	twitchAPI *twitchtest.Server
 	env       map[string]string
 	names     map[string]string // role and member IDs -> display names
+	// instance is the installation id in the service's EventSub callbacks,
+	// once a test has recorded it in the database (tests that check callbacks).
+	instance string
 }
 
 // The world's fixed IDs.
