@@ -51,9 +51,12 @@ type ReconcileReport struct {
 	MissedSubscribe int    `json:"missed_subscribe"`
 	TierChange      int    `json:"tier_change"`
 	GiftToPaid      int    `json:"gift_to_paid"`
-	RolesRepaired   int    `json:"roles_repaired"` // linked members whose Discord roles were edited by hand
-	Skipped         int    `json:"skipped"`        // differences left alone because an event is newer than the lag window
-	RoleJobs        int    `json:"role_jobs"`
+	RolesRepaired   int    `json:"roles_repaired"` // members whose managed roles were edited by hand
+	// DiscordError says why the members' Discord roles could not be checked
+	// ("" when they were, or when the pass was not asked to).
+	DiscordError string `json:"discord_error,omitempty"`
+	Skipped      int    `json:"skipped"` // differences left alone because an event is newer than the lag window
+	RoleJobs     int    `json:"role_jobs"`
 }
 
 // Drifts returns the number of subscription differences fixed.
@@ -108,6 +111,9 @@ type ReconcileOptions struct {
 	Source SubscriberSource
 	// Roles, if not nil, lets the pass repair roles edited by hand.
 	Roles MemberRoles
+	// StripUnlinked, with Roles, also removes managed roles from members
+	// who are not linked (given by hand, or left by a removal that failed).
+	StripUnlinked bool
 	// Progress, if not nil, is called at each stage and after every Helix
 	// request or Discord page with the report so far. It must not block for
 	// long: the pass waits for it.
@@ -304,8 +310,11 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 		progress(StageDiscord, rep)
 		expect := func(discordUserID string) ([]string, bool) { // from the state loaded at the start
 			twitchID, ok := members[discordUserID]
-			if !ok || fixed[twitchID] {
-				return nil, false // not linked, or already given a job by this pass
+			if !ok {
+				return nil, opts.StripUnlinked // not linked: no managed roles, if we enforce that
+			}
+			if fixed[twitchID] {
+				return nil, false // already given a job by this pass
 			}
 			tier := TierNone
 			if k := users[twitchID]; k != nil {
@@ -313,8 +322,12 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 			}
 			return s.desiredForTier(tier), true
 		}
-		if err := s.enforceRoles(ctx, opts.Roles, expect, fixed, &rep, progress); err != nil {
-			return rep, err
+		if err := s.enforceRoles(ctx, opts.Roles, expect, fixed, opts.StripUnlinked, &rep, progress); err != nil {
+			// The subscription part is done and recorded; only the check
+			// of Discord's roles failed. Say so, and keep the schedule.
+			rep.DiscordError = err.Error()
+			s.log.Error("reconcile: could not check the members' Discord roles; subscription drift was still repaired",
+				"err", err, "fix", "enable the Server Members intent for the bot in the Discord Developer Portal, or set SUBROLE_ENFORCE_ROLES=off")
 		}
 	}
 	if rep.RoleJobs > 0 {
@@ -401,7 +414,7 @@ func (s *Service) desiredForTier(t Tier) []string {
 // against the store in the commit that queues their jobs. Members with a job
 // still in the outbox are left to it: Discord shows their roles before it.
 func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, expect func(string) ([]string, bool), fixed map[string]bool,
-	rep *ReconcileReport, progress func(ReconcileStage, ReconcileReport)) error {
+	stripUnlinked bool, rep *ReconcileReport, progress func(ReconcileStage, ReconcileReport)) error {
 	managed := s.policy.Managed()
 	err := roles.AllMemberRoles(ctx, func(page map[string][]string) error {
 		var candidates []string
@@ -433,7 +446,14 @@ func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, expect fu
 				}
 				link, err := tx.LinkByDiscord(id)
 				if errors.Is(err, ErrNotFound) {
-					continue // unlinked meanwhile
+					if !stripUnlinked {
+						continue // unlinked meanwhile
+					}
+					if err := s.queueRoles(tx, Link{DiscordUserID: id}, nil, "", now, "subrole: reconcile removed managed roles from a member who is not linked"); err != nil {
+						return err
+					}
+					repaired++
+					continue
 				}
 				if err != nil {
 					return err
@@ -492,6 +512,8 @@ type ReconcileSchedule struct {
 	Source SubscriberSource
 	// Roles, if not nil, lets each pass repair roles edited by hand.
 	Roles MemberRoles
+	// StripUnlinked: see ReconcileOptions.
+	StripUnlinked bool
 	// Ready, if not nil, is asked before each pass: while it returns an
 	// error (the broadcaster has not authorized subrole), no pass runs; the
 	// reason is logged once and Ready is asked again after RetryAfter or on
@@ -553,7 +575,7 @@ func (s *Service) RunReconcile(ctx context.Context, sch ReconcileSchedule) error
 			}
 			waiting = ""
 		}
-		rep, err := s.Reconcile(ctx, sch.Source, sch.Roles)
+		rep, err := s.ReconcileWith(ctx, ReconcileOptions{Source: sch.Source, Roles: sch.Roles, StripUnlinked: sch.StripUnlinked})
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

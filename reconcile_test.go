@@ -320,3 +320,52 @@ func TestRunReconcileSchedule(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+func TestReconcileStripUnlinked(t *testing.T) {
+	f := newFixture(t, policy)
+	f.link(discord(0), twitch(0))
+	f.clock.Add(time.Hour)
+	f.jobs()
+	actual := rolesFake{
+		discord(0): {roleLinked},    // right
+		"stranger": {roleT3, "555"}, // not linked, holds a managed role
+		"visitor":  {"555"},         // not linked, nothing managed
+	}
+	rep, err := f.svc.ReconcileWith(context.Background(), subrole.ReconcileOptions{Source: newHelixFake(), Roles: actual, StripUnlinked: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.RolesRepaired != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	jobs := f.jobs()
+	if len(jobs) != 1 || jobs[0].DiscordUserID != "stranger" || len(jobs[0].Desired) != 0 || !slices.Equal(jobs[0].Managed, policy.Managed()) {
+		t.Fatalf("jobs %+v", jobs)
+	}
+}
+
+// failingRoles fails like a bot without the Server Members intent.
+type failingRoles struct{}
+
+func (failingRoles) AllMemberRoles(context.Context, func(map[string][]string) error) error {
+	return errors.New("discord: list members: HTTP 403 Forbidden")
+}
+
+func TestReconcileDiscordFailureKeepsTheSubscriptionPart(t *testing.T) {
+	f := newFixture(t, policy)
+	f.link(discord(0), twitch(0))
+	f.clock.Add(time.Hour)
+	f.jobs()
+	h := newHelixFake(subrole.HelixSubscription{UserID: twitch(0), Tier: subrole.Tier1})
+	rep, err := f.svc.Reconcile(context.Background(), h, failingRoles{})
+	if err != nil {
+		t.Fatalf("a Discord failure failed the whole pass: %v", err)
+	}
+	if rep.MissedSubscribe != 1 || rep.DiscordError == "" {
+		t.Fatalf("report %+v", rep)
+	}
+	if last, ok, _ := f.svc.LastReconcile(context.Background()); !ok || last.DiscordError == "" {
+		t.Fatalf("the pass was not recorded: %+v", last)
+	}
+	wantJob(t, f.jobs(), discord(0), roleLinked, roleT1)
+}

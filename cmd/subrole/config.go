@@ -82,7 +82,7 @@ var settings = []setting{
 	{"SUBROLE_EVENTSUB_SECRET", "", "required: EventSub webhook secret, 10-100 ASCII characters (secret)"},
 	{"SUBROLE_EVENTSUB_SECRET_PREVIOUS", "", "the secret being rotated away from: also accepted by the webhook until every subscription signed with it has been replaced (secret)"},
 	{"SUBROLE_RECONCILE_INTERVAL", "6h", "time between reconcile passes against Helix (a pass also runs at start when the last one is older, and on /subrole resync-all or 'subrole reconcile')"},
-	{"SUBROLE_ENFORCE_ROLES", "on", "on: each reconcile pass also restores managed roles edited by hand in Discord; off: only subscription drift is repaired"},
+	{"SUBROLE_ENFORCE_ROLES", "on", "on: each reconcile pass also restores linked members' managed roles edited by hand in Discord; strict: and removes managed roles from members who are not linked (roles given by hand or by another bot); off: only subscription drift is repaired"},
 	{"SUBROLE_ROLE_LINKED", "", "role for every linked member (optional)"},
 	{"SUBROLE_ROLE_TIER1", "", "required: role for tier 1 and Prime subscribers"},
 	{"SUBROLE_ROLE_TIER2", "", "required: role for tier 2 subscribers"},

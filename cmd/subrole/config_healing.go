@@ -13,8 +13,9 @@ type healingConfig struct {
 	// by the webhook while subscriptions signed with it remain; "" for none.
 	EventSubSecretPrevious string
 	// EnforceRoles makes every reconcile pass repair managed roles edited
-	// by hand in Discord.
-	EnforceRoles bool
+	// by hand in Discord; StripUnlinked also removes them from members who
+	// are not linked (SUBROLE_ENFORCE_ROLES=strict).
+	EnforceRoles, StripUnlinked bool
 	// ReconcileInterval is the time between reconcile passes.
 	ReconcileInterval time.Duration
 }
@@ -38,9 +39,11 @@ func loadHealingConfig(c *config, get func(string) string, bad func(name, format
 	switch v := strings.ToLower(get("SUBROLE_ENFORCE_ROLES")); v {
 	case "on", "true", "1", "yes":
 		h.EnforceRoles = true
+	case "strict":
+		h.EnforceRoles, h.StripUnlinked = true, true
 	case "off", "false", "0", "no":
 	default:
-		bad("SUBROLE_ENFORCE_ROLES", "must be on or off, got %q", v)
+		bad("SUBROLE_ENFORCE_ROLES", "must be on, strict or off, got %q", v)
 	}
 	v := get("SUBROLE_RECONCILE_INTERVAL")
 	if d, err := parseDuration(v); err != nil || d < time.Minute {

@@ -253,10 +253,11 @@ func (h *healing) runEventSub(ctx context.Context, tlsReady <-chan struct{}) err
 // broadcaster is not connected.
 func (h *healing) runReconcile(ctx context.Context) error {
 	return h.svc.RunReconcile(ctx, subrole.ReconcileSchedule{
-		Source:   h.broadcaster,
-		Roles:    h.roles,
-		Ready:    h.broadcasterReady,
-		Interval: h.cfg.ReconcileInterval,
+		Source:        h.broadcaster,
+		Roles:         h.roles,
+		StripUnlinked: h.cfg.StripUnlinked,
+		Ready:         h.broadcasterReady,
+		Interval:      h.cfg.ReconcileInterval,
 		OnDone: func(_ subrole.ReconcileReport, err error) {
 			if errors.Is(err, subrole.ErrReconcileRunning) {
 				return
@@ -278,7 +279,7 @@ func (h *healing) reconcile(ctx context.Context, progress func(subrole.Reconcile
 	if err := h.broadcasterReady(); err != nil {
 		return subrole.ReconcileReport{}, err
 	}
-	rep, err := h.svc.ReconcileWith(ctx, subrole.ReconcileOptions{Source: h.broadcaster, Roles: h.roles, Progress: progress})
+	rep, err := h.svc.ReconcileWith(ctx, subrole.ReconcileOptions{Source: h.broadcaster, Roles: h.roles, StripUnlinked: h.cfg.StripUnlinked, Progress: progress})
 	if err == nil {
 		h.mu.Lock()
 		h.reconcileErr = ""
