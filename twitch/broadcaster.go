@@ -277,13 +277,27 @@ func (b *Broadcaster) refresh(ctx context.Context, refresh string) error {
 	b.mu.Lock()
 	tok := b.tok
 	b.mu.Unlock()
+	if tok.RefreshToken != refresh {
+		return nil // the broadcaster connected again meanwhile: their new grant wins
+	}
 	tok.AccessToken, tok.RefreshToken, tok.Expires, tok.Refreshed = t.AccessToken, t.RefreshToken, t.Expires, b.now()
 	if len(t.Scopes) > 0 {
 		tok.Scopes = t.Scopes
 	}
-	serr := b.cfg.Store.Update(ctx, func(tx subrole.Tx) error { return tx.PutBroadcasterToken(tok) })
+	var superseded bool
+	serr := b.cfg.Store.Update(ctx, func(tx subrole.Tx) error {
+		cur, err := tx.BroadcasterToken()
+		superseded = err == nil && cur.RefreshToken != refresh
+		if superseded {
+			return nil // never store the old grant's tokens over a new one
+		}
+		return tx.PutBroadcasterToken(tok)
+	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if superseded || b.tok.RefreshToken != refresh {
+		return nil
+	}
 	b.tok = tok
 	if serr != nil {
 		// The old refresh token is spent; only memory holds the new one.
@@ -354,6 +368,7 @@ func (b *Broadcaster) Validate(ctx context.Context) (BroadcasterStatus, error) {
 // it ahead of expiry, until ctx is done. While the broadcaster is not
 // connected it logs, at warning level, how to connect. It returns ctx.Err().
 func (b *Broadcaster) Run(ctx context.Context) error {
+	var backoff time.Duration // grows while Twitch cannot be reached
 	for {
 		if err := b.load(ctx); err != nil {
 			b.log.Error("twitch: reading the broadcaster token failed", "err", err)
@@ -369,9 +384,14 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		}
 		wait := b.cfg.ValidateEvery
 		b.mu.Lock()
+		if b.status.State == StateUnreachable {
+			backoff = min(max(backoff*2, time.Second), 5*time.Minute)
+		} else {
+			backoff = 0
+		}
 		if b.status.State == StateConnected || b.status.State == StateUnreachable {
 			if due := b.tok.Expires.Add(-b.cfg.RefreshBefore).Sub(b.now()); due < wait {
-				wait = max(due, time.Second)
+				wait = max(due, time.Second, backoff)
 			}
 		}
 		b.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -418,5 +419,59 @@ func TestOAuth(t *testing.T) {
 	var ae *twitch.APIError
 	if !errors.As(err, &ae) || !ae.Temporary() || ae.Status != 502 {
 		t.Fatalf("502: %v", err)
+	}
+}
+
+// holdRefresh holds refresh_token requests until release is closed.
+type holdRefresh struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h holdRefresh) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/token") {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if strings.Contains(string(body), "grant_type=refresh_token") {
+			close(h.started)
+			<-h.release
+		}
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestRefreshDoesNotOverwriteANewConnection: the broadcaster connects again
+// while a refresh of the old grant is in flight; the old grant's tokens must
+// not replace the new ones, in memory or on disk.
+func TestRefreshDoesNotOverwriteANewConnection(t *testing.T) {
+	f, _ := newFixture(t, -time.Minute, twitchtest.ScopeChannelSubscriptions)
+	hold := holdRefresh{started: make(chan struct{}), release: make(chan struct{})}
+	c, err := twitch.New(twitch.Config{ClientID: f.tw.ClientID(), ClientSecret: f.tw.ClientSecret(),
+		AuthURL: f.tw.AuthURL(), APIURL: f.tw.HelixURL(), Now: f.clock.Now, HTTPClient: &http.Client{Transport: hold}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := twitch.NewBroadcaster(twitch.BroadcasterConfig{Client: c, Store: f.db, BroadcasterID: f.tw.BroadcasterID(),
+		ConnectURL: "https://subs.example/broadcaster/connect", Now: f.clock.Now})
+	done := make(chan error, 1)
+	go func() { _, err := b.Token(context.Background()); done <- err }()
+	<-hold.started
+
+	// Meanwhile the broadcaster connects again (the web callback stores it, then tells the Broadcaster).
+	fresh := f.tw.IssueToken(f.tw.BroadcasterID(), twitchtest.ScopeChannelSubscriptions)
+	newTok := subrole.BroadcasterToken{UserID: f.tw.BroadcasterID(), Login: "cooler_user", AccessToken: fresh.AccessToken,
+		RefreshToken: fresh.RefreshToken, Expires: f.clock.Now().Add(4 * time.Hour), Scopes: fresh.Scopes, Connected: f.clock.Now()}
+	if err := f.db.Update(context.Background(), func(tx subrole.Tx) error { return tx.PutBroadcasterToken(newTok) }); err != nil {
+		t.Fatal(err)
+	}
+	b.Connected(newTok)
+	close(hold.release)
+	<-done
+
+	if st := f.stored(t); st.RefreshToken != fresh.RefreshToken {
+		t.Fatal("the old grant's refresh overwrote the new connection on disk")
+	}
+	if got, err := b.Token(context.Background()); err != nil || got != fresh.AccessToken {
+		t.Fatalf("token %q %v, want the new connection's", got, err)
 	}
 }
