@@ -30,7 +30,10 @@ type LinkResult struct {
 // NewOAuthState issues a state for an OAuth round trip and stores it,
 // expiring after StateTTL. For PurposeLink, discordUserID (a snowflake),
 // discordName and guildID record who ran /link; for PurposeBroadcaster they
-// are empty. Expired states are pruned in the same commit.
+// are empty. Up to 100 expired states are pruned in the same commit (the
+// expiry index makes that cost only the expired ones). When
+// MaxPendingLinkStates or MaxPendingBroadcasterStates states of p are
+// already pending, it fails with an error wrapping ErrTooManyStates.
 func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUserID, discordName, guildID string) (string, error) {
 	tok, err := NewStateToken(p, discordUserID)
 	if err != nil {
@@ -39,9 +42,20 @@ func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUser
 	now := s.now()
 	st := OAuthState{Key: tok.Key(), Purpose: p, DiscordUserID: discordUserID, DiscordName: discordName,
 		GuildID: guildID, Created: now, Expires: now.Add(StateTTL)}
+	limit := MaxPendingLinkStates
+	if p == PurposeBroadcaster {
+		limit = MaxPendingBroadcasterStates
+	}
 	err = s.store.Update(ctx, func(tx Tx) error {
 		if _, err := tx.PruneOAuthStates(now, 100); err != nil {
 			return err
+		}
+		n, err := tx.CountOAuthStates(p, now, limit)
+		if err != nil {
+			return err
+		}
+		if n >= limit {
+			return fmt.Errorf("%d %s states pending: %w", n, p, ErrTooManyStates)
 		}
 		return tx.PutOAuthState(st)
 	})
@@ -80,6 +94,8 @@ func (s *Service) checkState(tx Tx, raw string, p OAuthPurpose) (OAuthState, err
 		return OAuthState{}, err
 	}
 	switch {
+	case !st.Used.IsZero() && st.Void != "":
+		return st, stateErr(ReasonStateVoid)
 	case !st.Used.IsZero():
 		return st, stateErr(ReasonStateUsed)
 	case !s.now().Before(st.Expires):
@@ -104,7 +120,9 @@ func (s *Service) useState(tx Tx, raw string, p OAuthPurpose) (OAuthState, error
 }
 
 // CompleteLink finishes a member's /link round trip in one commit: it uses
-// up the state, links the Discord member who ran /link to v's Twitch
+// up the state (which must have been opened in the browser holding the
+// cookie browser and confirmed with Discord there, see BindBrowser and
+// ConfirmDiscord), links the Discord member who ran /link to v's Twitch
 // account, records v's subscription (Source oauth), queues the member's
 // roles and appends the audit entries. Either all of it is stored or none.
 //
@@ -113,14 +131,14 @@ func (s *Service) useState(tx Tx, raw string, p OAuthPurpose) (OAuthState, error
 // member who was linked to another Twitch account is moved to v's; the old
 // account's subscription state stays with the old account, so its months
 // never carry over.
-func (s *Service) CompleteLink(ctx context.Context, raw string, v Viewer) (LinkResult, error) {
+func (s *Service) CompleteLink(ctx context.Context, raw, browser string, v Viewer) (LinkResult, error) {
 	if v.TwitchUserID == "" {
 		return LinkResult{}, errors.New("subrole: complete link: no twitch user id")
 	}
 	var res LinkResult
 	err := s.store.Update(ctx, func(tx Tx) error {
 		res = LinkResult{}
-		st, err := s.useState(tx, raw, PurposeLink)
+		st, err := s.useLinkState(tx, raw, browser)
 		if err != nil {
 			return err
 		}

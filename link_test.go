@@ -79,7 +79,7 @@ const alice, bob = "100000000000000001", "100000000000000002"
 func TestCompleteLink(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, policy)
-	state, err := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "900000000000000001")
+	state, err := f.linkState(alice, "alice", "900000000000000001")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestCompleteLink(t *testing.T) {
 	if st, err := f.svc.CheckState(ctx, state, subrole.PurposeLink); err != nil || st.DiscordUserID != alice || st.DiscordName != "alice" {
 		t.Fatalf("check: %+v %v", st, err)
 	}
-	res, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "1", TwitchLogin: "alice_tv", Tier: subrole.Tier1})
+	res, err := f.complete(ctx, state, subrole.Viewer{TwitchUserID: "1", TwitchLogin: "alice_tv", Tier: subrole.Tier1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +102,13 @@ func TestCompleteLink(t *testing.T) {
 		t.Fatalf("jobs %+v", jobs)
 	}
 	// The state is used up.
-	if _, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "1"}); subrole.StateReason(err) != subrole.ReasonStateUsed {
+	if _, err := f.complete(ctx, state, subrole.Viewer{TwitchUserID: "1"}); subrole.StateReason(err) != subrole.ReasonStateUsed {
 		t.Fatalf("reuse: %v", err)
 	}
 
 	// Bob cannot take alice's Twitch account; nothing changes, his state stays usable.
-	bs, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, bob, "bob", "")
-	if _, err := f.svc.CompleteLink(ctx, bs, subrole.Viewer{TwitchUserID: "1"}); !errors.Is(err, subrole.ErrConflict) {
+	bs, _ := f.linkState(bob, "bob", "")
+	if _, err := f.complete(ctx, bs, subrole.Viewer{TwitchUserID: "1"}); !errors.Is(err, subrole.ErrConflict) {
 		t.Fatalf("conflict: %v", err)
 	}
 	if _, err := f.svc.Member(ctx, bob); !errors.Is(err, subrole.ErrNotFound) {
@@ -117,14 +117,14 @@ func TestCompleteLink(t *testing.T) {
 	if len(f.jobs()) != 0 {
 		t.Fatal("a refused link queued roles")
 	}
-	if _, err := f.svc.CompleteLink(ctx, bs, subrole.Viewer{TwitchUserID: "2", TwitchLogin: "bob_tv"}); err != nil {
+	if _, err := f.complete(ctx, bs, subrole.Viewer{TwitchUserID: "2", TwitchLogin: "bob_tv"}); err != nil {
 		t.Fatalf("bob's own account: %v", err)
 	}
 
 	// A state expires after StateTTL by the service clock.
-	late, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "", "")
+	late, _ := f.linkState(alice, "", "")
 	f.clock.Add(subrole.StateTTL)
-	if _, err := f.svc.CompleteLink(ctx, late, subrole.Viewer{TwitchUserID: "3"}); subrole.StateReason(err) != subrole.ReasonStateExpired {
+	if _, err := f.complete(ctx, late, subrole.Viewer{TwitchUserID: "3"}); subrole.StateReason(err) != subrole.ReasonStateExpired {
 		t.Fatalf("expired: %v", err)
 	}
 	// Expired states are pruned when new ones are issued.
@@ -155,8 +155,8 @@ func (h helixOne) AllSubscribers(ctx context.Context, fn func([]subrole.HelixSub
 func TestResync(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, policy)
-	state, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "", "")
-	if _, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "1", TwitchLogin: "alice_tv"}); err != nil {
+	state, _ := f.linkState(alice, "", "")
+	if _, err := f.complete(ctx, state, subrole.Viewer{TwitchUserID: "1", TwitchLogin: "alice_tv"}); err != nil {
 		t.Fatal(err)
 	}
 	f.jobs()
@@ -183,11 +183,11 @@ func TestLinkTrustsAFreshEvent(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, policy)
 	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: "7", Tier: subrole.Tier2})
-	state, err := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
+	state, err := f.linkState(alice, "alice", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"})
+	res, err := f.complete(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,8 +198,8 @@ func TestLinkTrustsAFreshEvent(t *testing.T) {
 	// Long after the event, the member's own check is believed.
 	f.clock.Add(subrole.HelixLag)
 	f.svc.Unlink(ctx, alice, "test")
-	state, _ = f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
-	res, err = f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"})
+	state, _ = f.linkState(alice, "alice", "")
+	res, err = f.complete(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,8 +216,8 @@ func TestLateEventBeatsLinkCheck(t *testing.T) {
 	f := newFixture(t, policy)
 	sent := f.clock.Now()
 	f.clock.Add(time.Minute)
-	state, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
-	if _, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"}); err != nil {
+	state, _ := f.linkState(alice, "alice", "")
+	if _, err := f.complete(ctx, state, subrole.Viewer{TwitchUserID: "7", TwitchLogin: "alice_tv"}); err != nil {
 		t.Fatal(err)
 	}
 	f.jobs()
@@ -243,8 +243,8 @@ func TestResyncKeepsAFreshEvent(t *testing.T) {
 		t.Fatalf("resync overrode a fresh event: %+v", s)
 	}
 	f.clock.Add(time.Minute)
-	state, _ := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
-	if res, err := f.svc.CompleteLink(ctx, state, subrole.Viewer{TwitchUserID: "7"}); err != nil || !res.Sub.Active() {
+	state, _ := f.linkState(alice, "alice", "")
+	if res, err := f.complete(ctx, state, subrole.Viewer{TwitchUserID: "7"}); err != nil || !res.Sub.Active() {
 		t.Fatalf("link after resync ended a fresh subscription: %+v %v", res.Sub, err)
 	}
 }

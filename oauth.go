@@ -132,6 +132,12 @@ func ParseState(s string) (StateToken, error) {
 // OAuthState is a pending OAuth round trip as stored, under the Key of its
 // StateToken. A used state is kept, marked, until it expires, so that a
 // replay is told apart from a forgery.
+//
+// A /link state is also bound to one browser and one Discord login before
+// Twitch is asked: the browser that opens the /link button gets a random
+// cookie whose hash is BrowserHash, and Discord's OAuth, in that browser,
+// must name the member who ran /link (DiscordVerified). A state used in any
+// other browser, or by another Discord account, is voided.
 type OAuthState struct {
 	Key           string       `json:"key"`
 	Purpose       OAuthPurpose `json:"purpose"`
@@ -141,7 +147,30 @@ type OAuthState struct {
 	Created       time.Time    `json:"created"`
 	Expires       time.Time    `json:"expires"`
 	Used          time.Time    `json:"used,omitzero"`
+	// BrowserHash is the hex SHA-256 of the cookie that binds a /link state
+	// to the browser that opened its button; the cookie itself is never stored.
+	BrowserHash string `json:"browser_hash,omitempty"`
+	// DiscordVerified is when Discord's OAuth confirmed, in that browser,
+	// that the member who ran /link is the one signed in.
+	DiscordVerified time.Time `json:"discord_verified,omitzero"`
+	// Void, when set, is why the state was voided (Used is then set too):
+	// it was refused in the wrong browser or for the wrong Discord account.
+	Void string `json:"void,omitempty"`
 }
+
+// The most states of each purpose that may be pending at once (used ones
+// count until they expire). NewOAuthState refuses more with an error
+// wrapping ErrTooManyStates. Broadcaster states are made by an
+// unauthenticated GET, so their cap is low; member states come only from
+// Discord interactions.
+const (
+	MaxPendingBroadcasterStates = 200
+	MaxPendingLinkStates        = 10000
+)
+
+// ErrTooManyStates means too many OAuth round trips of one purpose are
+// pending; trying again after a few minutes, when some have expired, works.
+var ErrTooManyStates = errors.New("too many pending oauth states")
 
 // The reasons a state is refused, in StateError.Reason.
 const (
@@ -152,6 +181,17 @@ const (
 	ReasonStateExpired      = "state expired"
 	ReasonStateOtherMember  = "state issued to another Discord user"
 	ReasonStateOtherPurpose = "state issued for another purpose"
+	// ReasonStateVoid: the state was voided by an earlier refusal.
+	ReasonStateVoid = "state voided after a refused attempt"
+	// ReasonStateOtherBrowser: the request lacks the cookie set by the
+	// browser that opened the /link button (a forwarded link).
+	ReasonStateOtherBrowser = "state opened in another browser"
+	// ReasonStateNoDiscord: Twitch's callback came before Discord confirmed
+	// the member in this browser.
+	ReasonStateNoDiscord = "state not confirmed with Discord"
+	// ReasonStateOtherDiscord: Discord says another account is signed in
+	// than the member who ran /link (a forwarded link).
+	ReasonStateOtherDiscord = "signed in to Discord as another user"
 )
 
 // ErrBadState means an OAuth state parameter was missing, malformed,

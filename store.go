@@ -95,8 +95,13 @@ type Tx interface {
 	// PutOAuthState stores s under s.Key, replacing it.
 	PutOAuthState(s OAuthState) error
 	// PruneOAuthStates deletes states that expired at or before now, at most
-	// max of them, and returns how many it removed.
+	// max of them, and returns how many it removed. It visits only expired
+	// states, however many are pending.
 	PruneOAuthStates(now time.Time, max int) (int, error)
+	// CountOAuthStates returns how many stored states of purpose p expire
+	// after now, used or not, counting at most limit of them (limit < 0:
+	// no limit). It costs at most limit steps, whatever is stored.
+	CountOAuthStates(p OAuthPurpose, now time.Time, limit int) (int, error)
 
 	// BroadcasterToken returns the broadcaster's stored authorization (ErrNotFound if none).
 	BroadcasterToken() (BroadcasterToken, error)

@@ -26,10 +26,10 @@ type Members interface {
 }
 
 // LinkURLs makes the URL of the /link button; the web package's Handler
-// implements it. forceVerify asks Twitch to show its consent page even to a
-// user who approved before, so they can switch accounts.
+// implements it. The button opens subrole's own page, which binds the
+// browser and has Discord confirm the member before Twitch is asked.
 type LinkURLs interface {
-	LinkURL(ctx context.Context, discordUserID, discordName, guildID string, forceVerify bool) (string, error)
+	LinkURL(ctx context.Context, discordUserID, discordName, guildID string) (string, error)
 }
 
 // ResyncFunc rechecks one linked member against Helix and queues their
@@ -244,12 +244,17 @@ func (c *Commands) link(ctx context.Context, log *slog.Logger, user *discordgo.U
 	if err != nil && !errors.Is(err, subrole.ErrNotFound) {
 		return c.failed(log, "reading your link", err), nil
 	}
-	u, err := c.Links.LinkURL(ctx, user.ID, user.Username, guild, linked)
+	u, err := c.Links.LinkURL(ctx, user.ID, user.Username, guild)
+	if errors.Is(err, subrole.ErrTooManyStates) {
+		log.Warn("discord: /link refused: too many /link buttons are pending", "reason", "too many pending states")
+		return "Too many members are linking right now. Please run /link again in a few minutes.", nil
+	}
 	if err != nil {
 		return c.failed(log, "preparing the link", err), nil
 	}
 	label, content := "Link Twitch account",
-		"Press the button, log in to Twitch and approve. The button works once, for 10 minutes, and only for you."
+		"Press the button: Discord asks you to confirm it is you, then Twitch asks you to approve. "+
+			"The button works once, for 10 minutes, only for your own Discord account: do not share it."
 	if linked {
 		label = "Switch Twitch account"
 		content = fmt.Sprintf("You are linked to the Twitch account **%s**. To switch to another Twitch account, press the button and log in with it "+

@@ -26,6 +26,9 @@ bbolt's byte order is their numeric and chronological order:
 	checks           due time + Twitch user id → empty (DueChecks and NextCheck are cursor scans)
 	meta             key → small value; "schema_version" holds SchemaVersion as JSON
 	oauth_states     hex SHA-256 of a state's secret → OAuthState (used ones kept until they expire)
+	oauth_states_by_expiry
+	                 purpose (1 byte) + expiry + state key → empty (PruneOAuthStates walks only
+	                 the expired part, CountOAuthStates only one purpose's live part)
 	broadcaster      "token" → BroadcasterToken (the broadcaster's refresh and access token)
 	bans             IP prefix ("203.0.113.7/32") → ban record, JSON encoded by package guard
 	                 (created by the first WriteBans, so it needs no migration)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -134,4 +135,169 @@ func TestMigrateSchema1(t *testing.T) {
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// withWork runs fn in a read-write transaction that counts the OAuth
+// records decoded and index keys visited, and returns the count.
+func withWork(t *testing.T, s *Store, fn func(tx *tx) error) int {
+	t.Helper()
+	n := 0
+	if err := s.db.Update(func(btx *bolt.Tx) error { return fn(&tx{tx: btx, oauthWork: &n}) }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestOAuthStatesStayCheap fills the store with pending states, as a flood
+// of GET /broadcaster/connect would, and checks that issuing one more (prune,
+// count, put) only touches the expired states and at most the cap.
+func TestOAuthStatesStayCheap(t *testing.T) {
+	s := openTemp(t, Options{})
+	const pending, expired, limit = 5000, 30, 200
+	withWork(t, s, func(tx *tx) error {
+		for i := range pending {
+			p := subrole.PurposeBroadcaster
+			if i%2 == 0 {
+				p = subrole.PurposeLink
+			}
+			st := subrole.OAuthState{Key: fmt.Sprintf("p%063x", i), Purpose: p, Created: t0, Expires: t0.Add(time.Duration(1+i%600) * time.Second)}
+			if err := tx.PutOAuthState(st); err != nil {
+				return err
+			}
+		}
+		for i := range expired {
+			st := subrole.OAuthState{Key: fmt.Sprintf("e%063x", i), Purpose: subrole.PurposeBroadcaster,
+				Created: t0.Add(-time.Hour), Expires: t0.Add(-time.Duration(i) * time.Second)}
+			if err := tx.PutOAuthState(st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	var pruned, counted int
+	work := withWork(t, s, func(tx *tx) error {
+		var err error
+		if pruned, err = tx.PruneOAuthStates(t0, 100); err != nil {
+			return err
+		}
+		if counted, err = tx.CountOAuthStates(subrole.PurposeBroadcaster, t0, limit); err != nil {
+			return err
+		}
+		return tx.PutOAuthState(subrole.OAuthState{Key: "new", Purpose: subrole.PurposeBroadcaster, Created: t0, Expires: t0.Add(10 * time.Minute)})
+	})
+	if pruned != expired || counted != limit {
+		t.Fatalf("pruned %d (want %d), counted %d (want %d)", pruned, expired, counted, limit)
+	}
+	// Each expired state: its index key and its record; then one index key
+	// per purpose where the walk stops, and at most limit keys counted.
+	if max := 2*expired + 2 + limit; work > max {
+		t.Fatalf("issuing a state did %d units of work with %d pending, want at most %d", work, pending, max)
+	}
+	mustView(t, s, func(tx subrole.Tx) error {
+		for p, want := range map[subrole.OAuthPurpose]int{subrole.PurposeLink: pending / 2, subrole.PurposeBroadcaster: pending/2 + 1} {
+			if n, err := tx.CountOAuthStates(p, t0, -1); n != want || err != nil {
+				t.Errorf("count %v = %d, %v; want %d", p, n, err, want)
+			}
+		}
+		return nil
+	})
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOAuthStateIndex moves a state's expiry and prunes through the index.
+func TestOAuthStateIndex(t *testing.T) {
+	s := openTemp(t, Options{})
+	st := subrole.OAuthState{Key: "k1", Purpose: subrole.PurposeLink, Created: t0, Expires: t0.Add(time.Minute)}
+	mustUpdate(t, s, func(tx subrole.Tx) error {
+		if err := tx.PutOAuthState(st); err != nil {
+			return err
+		}
+		st.Expires = t0.Add(time.Hour) // replaced with a later expiry: the old index entry goes
+		st.Used = t0
+		return tx.PutOAuthState(st)
+	})
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	mustUpdate(t, s, func(tx subrole.Tx) error {
+		if n, err := tx.PruneOAuthStates(t0.Add(time.Minute), -1); n != 0 || err != nil {
+			t.Errorf("prune before the new expiry = %d, %v", n, err)
+		}
+		if n, _ := tx.CountOAuthStates(subrole.PurposeLink, t0.Add(time.Minute), -1); n != 1 {
+			t.Errorf("count = %d, want 1", n)
+		}
+		if n, _ := tx.CountOAuthStates(subrole.PurposeLink, t0.Add(time.Hour), -1); n != 0 {
+			t.Errorf("count at expiry = %d, want 0", n)
+		}
+		if n, err := tx.PruneOAuthStates(t0.Add(time.Hour), -1); n != 1 || err != nil {
+			t.Errorf("prune at the new expiry = %d, %v", n, err)
+		}
+		if _, err := tx.OAuthState("k1"); !errors.Is(err, subrole.ErrNotFound) {
+			t.Errorf("pruned state still there: %v", err)
+		}
+		if err := tx.PutOAuthState(subrole.OAuthState{Key: "k2"}); err == nil {
+			t.Error("stored a state without an expiry")
+		}
+		return nil
+	})
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateSchema2 opens a file written by schema 2, which has states but
+// no expiry index, and prunes them through the index it built.
+func TestMigrateSchema2(t *testing.T) {
+	s := openTemp(t, Options{})
+	path := s.Path()
+	s.Close()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(btx *bolt.Tx) error {
+		if err := btx.DeleteBucket([]byte(bucketOAuthExpiry)); err != nil {
+			return err
+		}
+		b := btx.Bucket([]byte(bucketOAuthStates))
+		for _, st := range []subrole.OAuthState{
+			{Key: "old", Purpose: subrole.PurposeBroadcaster, Expires: t0},
+			{Key: "live", Purpose: subrole.PurposeLink, Expires: t0.Add(time.Hour)},
+		} {
+			if err := put(b, []byte(st.Key), st); err != nil {
+				return err
+			}
+		}
+		if err := b.Put([]byte("garbage"), []byte("{")); err != nil {
+			return err
+		}
+		return btx.Bucket([]byte(bucketMeta)).Put([]byte(metaSchemaVersion), []byte("2"))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open schema 2: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	mustUpdate(t, s, func(tx subrole.Tx) error {
+		if _, err := tx.OAuthState("garbage"); !errors.Is(err, subrole.ErrNotFound) {
+			t.Errorf("undecodable state kept: %v", err)
+		}
+		if n, err := tx.PruneOAuthStates(t0, -1); n != 1 || err != nil {
+			t.Errorf("prune = %d, %v; want 1", n, err)
+		}
+		if _, err := tx.OAuthState("live"); err != nil {
+			t.Errorf("live state lost: %v", err)
+		}
+		return nil
+	})
 }

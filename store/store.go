@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
@@ -46,6 +46,7 @@ func allBuckets() []string {
 		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeen, bucketSeenByTime,
 		bucketInbox, bucketOutbox, bucketAudit, bucketRevocations, bucketChecks, bucketMeta,
 		bucketOAuthStates, bucketBroadcaster, // schema 2 (oauth.go)
+		bucketOAuthExpiry, // schema 3 (oauth.go)
 	}
 }
 
@@ -65,6 +66,8 @@ func migrations() []func(*bolt.Tx) error {
 		},
 		// 1 → 2: OAuth states and the broadcaster's token (oauth.go).
 		migrateOAuth,
+		// 2 → 3: the OAuth states' expiry index (oauth.go).
+		migrateOAuthExpiry,
 	}
 }
 
@@ -306,5 +309,5 @@ func checkIndexes(btx *bolt.Tx) []error {
 		}
 		return nil
 	})
-	return errs
+	return append(errs, checkOAuthIndex(btx)...)
 }

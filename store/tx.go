@@ -14,6 +14,9 @@ import (
 // tx implements subrole.Tx on one bbolt transaction.
 type tx struct {
 	tx *bolt.Tx
+	// oauthWork, if set (tests only), counts the OAuth state records
+	// decoded and index keys visited (oauth.go).
+	oauthWork *int
 }
 
 var _ subrole.Tx = (*tx)(nil)

@@ -91,22 +91,39 @@ var (
 	txtRef           = text{"Reference", "参照番号"}
 
 	txtDeniedTitle = text{"Not linked", "連携していません"}
-	txtDenied      = text{"You cancelled the authorization on Twitch. Nothing was changed. Run /link in Discord again whenever you like.",
-		"Twitch での認可がキャンセルされました。何も変更していません。連携するときは Discord でもう一度 /link を実行してください。"}
+	txtDenied      = text{"You cancelled the authorization on %s. Nothing was changed. Run /link in Discord again whenever you like.",
+		"%s での認可がキャンセルされました。何も変更していません。連携するときは Discord でもう一度 /link を実行してください。"}
 
 	txtBadTitle = text{"This link is not valid", "このリンクは無効です"}
 	txtBad      = text{"This link has expired or was already used. Run /link in Discord to get a new one.",
 		"このリンクは期限切れか、すでに使われています。Discord で /link を実行して新しいリンクを取得してください。"}
-	txtTwitchError = text{"Twitch did not complete the authorization (%s). Nothing was changed. Run /link in Discord to try again.",
-		"Twitch での認可が完了しませんでした（%s）。何も変更していません。Discord で /link を実行してやり直してください。"}
+	txtProviderError = text{"%s did not complete the authorization. Nothing was changed. Run /link in Discord to try again.",
+		"%s での認可が完了しませんでした。何も変更していません。Discord で /link を実行してやり直してください。"}
+	txtProviderDown = text{"%s had a temporary problem and did not complete the authorization. Nothing was changed. Please run /link in Discord again in a few minutes.",
+		"%s で一時的な問題が発生し、認可が完了しませんでした。何も変更していません。数分後に Discord でもう一度 /link を実行してください。"}
+	txtSetupTitle = text{"This service is not set up correctly", "サービスの設定に問題があります"}
+	txtSetup      = text{"%s refused the authorization request because of a setup problem on this service. Nothing was changed. Please tell the server's moderators.",
+		"このサービスの設定に問題があるため、%s が認可リクエストを拒否しました。何も変更していません。サーバーのモデレーターに知らせてください。"}
+
+	txtOtherAccountTitle = text{"This link is not yours", "このリンクはあなた用ではありません"}
+	txtOtherAccount      = text{"This link was made for another Discord account, so it cannot be used here. Nothing was changed. To get your own roles, run /link yourself in the Discord server.",
+		"このリンクは別の Discord アカウント用に作られたため、ここでは使えません。何も変更していません。自分のロールを受け取るには、Discord サーバーで自分で /link を実行してください。"}
+	txtOtherBrowserTitle = text{"Open the link from your own /link", "自分の /link から開いてください"}
+	txtOtherBrowser      = text{"This link was opened in another browser and only works in the browser where the /link button was pressed. Nothing was changed. Run /link yourself in the Discord server and press the button in this browser.",
+		"このリンクは別のブラウザーで開かれたもので、/link のボタンを押したブラウザーでしか使えません。何も変更していません。Discord サーバーで自分で /link を実行し、このブラウザーでボタンを押してください。"}
+	txtVoid = text{"This link was opened by another browser or Discord account and can no longer be used. Nothing was changed. Run /link yourself in the Discord server to get a new one.",
+		"このリンクは別のブラウザーまたは Discord アカウントで開かれたため、もう使えません。何も変更していません。Discord サーバーで自分で /link を実行して、新しいリンクを取得してください。"}
+	txtBusyTitle = text{"Please try again in a few minutes", "数分後にもう一度お試しください"}
+	txtBusy      = text{"Too many connection attempts are pending right now. Nothing was changed. Please open this page again in a few minutes.",
+		"処理待ちの接続要求が多すぎます。何も変更していません。数分後にもう一度このページを開いてください。"}
 
 	txtConflictTitle = text{"Already linked", "すでに連携されています"}
 	txtConflict      = text{"The Twitch account %s is already linked to another Discord member. Nothing was changed. That member can run /unlink, or a moderator can move the link.",
 		"Twitch アカウント %s はすでに別の Discord メンバーと連携されています。何も変更していません。そのメンバーが /unlink するか、モデレーターに移動を依頼してください。"}
 
 	txtRetryTitle = text{"Please try again in a minute", "1分ほどしてからもう一度お試しください"}
-	txtRetry      = text{"Something went wrong while talking to Twitch or saving the link. Nothing was changed. Please try again in a minute (the button in Discord works for ten minutes; after that, run /link again).",
-		"Twitch との通信または連携の保存で問題が発生しました。何も変更していません。1分ほどしてからもう一度お試しください（Discord のボタンは10分間有効です。過ぎたら /link をもう一度実行してください）。"}
+	txtRetry      = text{"Something went wrong while talking to Discord or Twitch or saving the link. Nothing was changed. Please try again in a minute (the button in Discord works for ten minutes; after that, run /link again).",
+		"Discord・Twitch との通信または連携の保存で問題が発生しました。何も変更していません。1分ほどしてからもう一度お試しください（Discord のボタンは10分間有効です。過ぎたら /link をもう一度実行してください）。"}
 
 	txtConnectedTitle = text{"Channel connected", "チャンネルを接続しました"}
 	txtConnected      = text{"The channel %s is connected: subrole can now read its subscriptions and keep them in sync.",

@@ -2,12 +2,14 @@ package web_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
@@ -17,6 +19,8 @@ import (
 	"time"
 
 	"github.com/subrole/subrole"
+	"github.com/subrole/subrole/discord"
+	"github.com/subrole/subrole/discord/discordtest"
 	"github.com/subrole/subrole/store"
 	"github.com/subrole/subrole/twitch"
 	"github.com/subrole/subrole/twitch/twitchtest"
@@ -53,13 +57,15 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// env is the real core on bbolt, the real Twitch client against the fake
-// Twitch, and the pages on a loopback server.
+// env is the real core on bbolt, the real Discord OAuth client against the
+// fake Discord, the real Twitch client against the fake Twitch, and the
+// pages on a loopback server.
 type env struct {
 	t      *testing.T
 	svc    *subrole.Service
 	db     *store.Store
 	tw     *twitchtest.Server
+	dc     *discordtest.Server
 	h      *web.Handler
 	url    string
 	clock  *clock
@@ -70,7 +76,16 @@ type env struct {
 	conn   []subrole.BroadcasterToken
 }
 
-func newEnv(t *testing.T) *env {
+// envOptions change what newEnvWith builds.
+type envOptions struct {
+	discordSecret  string        // the secret the service uses; empty: the right one
+	discordLatency time.Duration // added to every Discord API call
+	timeout        time.Duration // web.Config.Timeout; zero: 5 s
+}
+
+func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
+
+func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, logs: &syncBuffer{}}
 	db, err := store.Open(filepath.Join(t.TempDir(), "subrole.db"), store.Options{})
@@ -90,10 +105,20 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.dc = discordtest.NewServer(discordtest.Options{Token: "bot-token", Latency: o.discordLatency})
+	t.Cleanup(e.dc.Close)
+	e.dc.AddMember(alice, "alice")
+	e.dc.AddMember(bob, "bob")
+	secret := cmp.Or(o.discordSecret, e.dc.ClientSecret)
+	dc, err := discord.NewOAuth(context.Background(), discord.OAuthConfig{Origin: e.dc.URL, ClientID: e.dc.ApplicationID, ClientSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + srv.Listener.Addr().String()
-	e.h, err = web.New(web.Config{Core: e.svc, Twitch: tc, PublicURL: e.url, BroadcasterID: e.tw.BroadcasterID(),
-		Logger: log, Timeout: 5 * time.Second,
+	e.dc.SetRedirectURIs(e.url + web.DiscordCallbackPath)
+	e.h, err = web.New(web.Config{Core: e.svc, Discord: dc, Twitch: tc, PublicURL: e.url, BroadcasterID: e.tw.BroadcasterID(),
+		Logger: log, Timeout: cmp.Or(o.timeout, 5*time.Second),
 		OnBadRequest: func(_ *http.Request, reason string) { e.mu.Lock(); e.bad = append(e.bad, reason); e.mu.Unlock() },
 		OnLinked:     func(r subrole.LinkResult, _ string) { e.mu.Lock(); e.linked = append(e.linked, r); e.mu.Unlock() },
 		OnBroadcasterConnected: func(tok subrole.BroadcasterToken) {
@@ -105,6 +130,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+web.LinkStartPath, e.h.LinkStart)
+	mux.HandleFunc("GET "+web.DiscordCallbackPath, e.h.DiscordCallback)
 	mux.HandleFunc("GET "+web.CallbackPath, e.h.Callback)
 	mux.HandleFunc("GET "+web.ConnectPath, e.h.Connect)
 	mux.HandleFunc("GET "+web.StylePath, e.h.Style)
@@ -114,60 +141,114 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-// authorize opens an authorize URL on the fake Twitch and returns the
-// callback URL it redirects to.
-func (e *env) authorize(authURL string) string {
-	e.t.Helper()
-	resp, err := noRedirect.Get(authURL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusFound {
-		e.t.Fatalf("authorize: status %d", resp.StatusCode)
-	}
-	return resp.Header.Get("Location")
+// browser is one browser with its cookies, signed in to the fake Discord
+// as someone (or nobody). It does not follow redirects by itself.
+type browser struct {
+	e *env
+	c *http.Client
 }
 
-// linkURL runs what /link does for discordUserID and returns the Twitch URL
-// and the state.
+func (e *env) browser(discordUser string) *browser {
+	jar, _ := cookiejar.New(nil)
+	if discordUser != "" {
+		e.dc.LogIn(jar, discordUser)
+	}
+	return &browser{e: e, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+type result struct {
+	status   int
+	body     string
+	location string
+}
+
+// get loads u in the browser without following a redirect.
+func (b *browser) get(u string) result {
+	b.e.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Accept-Language", "en")
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return result{resp.StatusCode, buf.String(), resp.Header.Get("Location")}
+}
+
+// next loads u and returns where it redirects, failing the test otherwise.
+func (b *browser) next(u string) string {
+	b.e.t.Helper()
+	r := b.get(u)
+	if r.status != http.StatusFound {
+		b.e.t.Fatalf("GET %s: status %d, want a redirect\n%s", u, r.status, r.body)
+	}
+	return r.location
+}
+
+// follow loads u and follows redirects to the page they end on.
+func (b *browser) follow(u string) result {
+	b.e.t.Helper()
+	for range 10 {
+		r := b.get(u)
+		if r.status != http.StatusFound {
+			return r
+		}
+		u = r.location
+	}
+	b.e.t.Fatal("too many redirects")
+	return result{}
+}
+
+// get loads u in a fresh browser signed in to nothing.
+func (e *env) get(u string) result { e.t.Helper(); return e.browser("").get(u) }
+
+// linkURL runs what /link does for discordUserID and returns the button
+// URL and the state.
 func (e *env) linkURL(discordUserID string) (string, string) {
 	e.t.Helper()
-	u, err := e.h.LinkURL(context.Background(), discordUserID, "name-"+discordUserID, guild, false)
+	u, err := e.h.LinkURL(context.Background(), discordUserID, "name-"+discordUserID, guild)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	p, _ := url.Parse(u)
+	if !strings.HasPrefix(u, e.url+web.LinkStartPath+"?") {
+		e.t.Fatalf("button URL %s is not the service's /link/start", u)
+	}
 	return u, p.Query().Get("state")
 }
 
-type result struct {
-	status int
-	body   string
-}
-
-func (e *env) get(u string) result {
-	e.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, u, nil)
-	req.Header.Set("Accept-Language", "en")
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
+// twitchURL opens a button in b and goes through Discord, returning the
+// Twitch authorize URL the service sends the browser to.
+func (b *browser) twitchURL(button string) string {
+	b.e.t.Helper()
+	discordURL := b.next(button)
+	if !strings.HasPrefix(discordURL, b.e.dc.AuthorizeURL()+"?") {
+		b.e.t.Fatalf("/link/start sent the browser to %s, not Discord", discordURL)
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return result{resp.StatusCode, b.String()}
+	u := b.next(b.next(discordURL))
+	if !strings.HasPrefix(u, b.e.tw.AuthURL()+"/authorize?") {
+		b.e.t.Fatalf("/discord_callback sent the browser to %s, not Twitch", u)
+	}
+	return u
 }
 
-// link runs a whole member link: state, Twitch approval by twitchUser, callback.
+// callbackURL opens a button in b, goes through Discord and Twitch (where
+// twitchUser approves; "" denies), and returns the /twitch_callback URL.
+func (b *browser) callbackURL(button, state, twitchUser string) string {
+	b.e.t.Helper()
+	b.e.tw.AuthorizeAs(state, twitchUser)
+	return b.next(b.twitchURL(button))
+}
+
+// link runs a whole member link in the member's own browser: the button,
+// Discord, Twitch approval by twitchUser, the callback.
 func (e *env) link(discordUserID, twitchUser string) result {
 	e.t.Helper()
 	u, state := e.linkURL(discordUserID)
-	e.tw.AuthorizeAs(state, twitchUser)
-	return e.get(e.authorize(u))
+	b := e.browser(discordUserID)
+	return b.get(b.callbackURL(u, state, twitchUser))
 }
 
 // snapshot is every link, subscription, role job and audit entry; a
@@ -209,7 +290,42 @@ func (e *env) member(discordUserID string) subrole.Member {
 func TestCallbackLinks(t *testing.T) {
 	e := newEnv(t)
 	e.tw.Subscribe(tv1, "3000", false, "")
-	r := e.link(alice, tv1)
+	u, state := e.linkURL(alice)
+	b := e.browser(alice)
+	// The button sets a random HttpOnly, SameSite=Lax cookie and goes to Discord.
+	resp, err := b.c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookies := resp.Cookies()
+	if len(cookies) != 1 || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteLaxMode || cookies[0].Secure ||
+		len(cookies[0].Value) < 40 || cookies[0].MaxAge != int(subrole.StateTTL/time.Second) || cookies[0].Path != "/" {
+		t.Fatalf("cookie %+v", cookies)
+	}
+	disc := resp.Header.Get("Location")
+	for _, want := range []string{e.dc.AuthorizeURL() + "?", "response_type=code", "client_id=" + e.dc.ApplicationID,
+		"scope=identify", "redirect_uri=" + url.QueryEscape(e.url+"/discord_callback"), "state=" + state} {
+		if !strings.Contains(disc, want) {
+			t.Errorf("Discord URL %s lacks %s", disc, want)
+		}
+	}
+	if resp.Header.Get("Referrer-Policy") != "no-referrer" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("redirect headers %v", resp.Header)
+	}
+	// Discord confirms alice; the service sends her to Twitch with force_verify.
+	tu := b.next(b.next(disc))
+	for _, want := range []string{"force_verify=true", "scope=user%3Aread%3Asubscriptions", "state=" + state,
+		"redirect_uri=" + url.QueryEscape(e.url+"/twitch_callback")} {
+		if !strings.Contains(tu, want) {
+			t.Errorf("Twitch URL %s lacks %s", tu, want)
+		}
+	}
+	if n := e.dc.ValidOAuthTokens(alice); n != 0 {
+		t.Errorf("the Discord token was kept: %d live", n)
+	}
+	e.tw.AuthorizeAs(state, tv1)
+	r := b.get(b.next(tu))
 	if r.status != 200 || !strings.Contains(r.body, "alice_tv") || !strings.Contains(r.body, "Tier 3") || !strings.Contains(r.body, "name-"+alice) {
 		t.Fatalf("status %d:\n%s", r.status, r.body)
 	}
@@ -234,7 +350,49 @@ func TestCallbackLinks(t *testing.T) {
 	if strings.Count(r.body, "href=") != 1 || strings.Contains(r.body, "<script") || strings.Contains(r.body, "http://") {
 		t.Fatalf("page refers to more than the stylesheet:\n%s", r.body)
 	}
+	if strings.Contains(e.logs.String(), cookies[0].Value) {
+		t.Fatal("the browser cookie is in the log")
+	}
 }
+
+// TestSecureCookie: behind an https public URL the cookie is Secure and
+// __Host- prefixed.
+func TestSecureCookie(t *testing.T) {
+	e := newEnv(t)
+	h, err := web.New(web.Config{Core: e.svc, Discord: discordAuth{}, Twitch: twitchAuth{}, PublicURL: "https://subs.example.com", BroadcasterID: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := h.LinkURL(context.Background(), alice, "alice", guild)
+	rec := httptest.NewRecorder()
+	h.LinkStart(rec, httptest.NewRequest(http.MethodGet, u, nil))
+	c := rec.Result().Cookies()
+	if rec.Code != http.StatusFound || len(c) != 1 || !c[0].Secure || !strings.HasPrefix(c[0].Name, "__Host-") || c[0].Path != "/" {
+		t.Fatalf("status %d, cookies %+v", rec.Code, c)
+	}
+}
+
+type discordAuth struct{}
+
+func (discordAuth) AuthCodeURL(redirectURI, state string) string {
+	return "https://discord.example/authorize"
+}
+func (discordAuth) Identify(context.Context, string, string) (string, string, error) {
+	return "", "", errors.New("unused")
+}
+
+type twitchAuth struct{}
+
+func (twitchAuth) AuthCodeURL(string, string, []string, bool) string {
+	return "https://twitch.example/authorize"
+}
+func (twitchAuth) CheckViewer(context.Context, string, string, string) (subrole.Viewer, error) {
+	return subrole.Viewer{}, errors.New("unused")
+}
+func (twitchAuth) ConnectBroadcaster(context.Context, string, string) (subrole.BroadcasterToken, error) {
+	return subrole.BroadcasterToken{}, errors.New("unused")
+}
+func (twitchAuth) Revoke(context.Context, string) error { return nil }
 
 func TestCallbackSecurity(t *testing.T) {
 	rewrite := func(state string, f func(b []byte)) string {
@@ -245,91 +403,183 @@ func TestCallbackSecurity(t *testing.T) {
 	forged, _ := subrole.NewStateToken(subrole.PurposeLink, alice)
 	tests := []struct {
 		name string
-		// run does the attack and returns the callback result.
+		opts envOptions
+		// run does the attack and returns the page it ends on.
 		run        func(e *env) result
 		status     int
 		logReason  string
 		badRequest bool // counted for the ban layer
+		page       string
+		refKept    bool // the page shows a reference id that is in the log
 	}{
-		{"missing state", func(e *env) result { return e.get(e.url + "/twitch_callback?code=abc") }, 400, "missing state", true},
-		{"malformed state", func(e *env) result { return e.get(e.url + "/twitch_callback?code=abc&state=%3Cscript%3E") }, 400, "malformed state", true},
-		{"forged state", func(e *env) result {
+		{name: "missing state", run: func(e *env) result { return e.get(e.url + "/twitch_callback?code=abc") },
+			status: 400, logReason: "missing state", badRequest: true},
+		{name: "malformed state", run: func(e *env) result { return e.get(e.url + "/twitch_callback?code=abc&state=%3Cscript%3E") },
+			status: 400, logReason: "malformed state", badRequest: true},
+		{name: "forged state", run: func(e *env) result {
 			return e.get(e.url + "/twitch_callback?code=abc&state=" + forged.String())
-		}, 400, "unknown state", true},
-		{"replayed state", func(e *env) result {
+		}, status: 400, logReason: "unknown state", badRequest: true},
+		{name: "forged state at the button", run: func(e *env) result {
+			return e.get(e.url + "/link/start?state=" + forged.String())
+		}, status: 400, logReason: "unknown state", badRequest: true},
+		{name: "replayed state", run: func(e *env) result {
 			u, state := e.linkURL(alice)
-			e.tw.AuthorizeAs(state, tv1)
-			cb := e.authorize(u)
-			if r := e.get(cb); r.status != 200 {
+			b := e.browser(alice)
+			cb := b.callbackURL(u, state, tv1)
+			if r := b.get(cb); r.status != 200 {
 				e.t.Fatalf("first use: %d", r.status)
 			}
 			e.linked = nil
 			before := e.snapshot()
-			r := e.get(cb)
+			r := b.get(cb)
 			if after := e.snapshot(); after != before {
 				e.t.Errorf("the replay changed the store")
 			}
 			return r
-		}, 400, "state already used", true},
-		{"expired state", func(e *env) result {
+		}, status: 400, logReason: "state already used", badRequest: true},
+		{name: "expired state", run: func(e *env) result {
 			u, state := e.linkURL(alice)
-			e.tw.AuthorizeAs(state, tv1)
-			cb := e.authorize(u)
+			b := e.browser(alice)
+			cb := b.callbackURL(u, state, tv1)
 			e.clock.Add(subrole.StateTTL)
-			return e.get(cb)
-		}, 400, "state expired", true},
-		{"state issued to another discord user", func(e *env) result {
+			return b.get(cb)
+		}, status: 400, logReason: "state expired", badRequest: true},
+		{name: "state issued to another discord user", run: func(e *env) result {
 			u, state := e.linkURL(alice)
-			e.tw.AuthorizeAs(state, tv2)
-			cb, _ := url.Parse(e.authorize(u))
+			b := e.browser(alice)
+			cb, _ := url.Parse(b.callbackURL(u, state, tv2))
 			q := cb.Query()
 			// bob's id put in alice's state, to link bob's Discord to the approving Twitch account
 			q.Set("state", rewrite(state, func(b []byte) { copy(b[2:10], bigEndian(bob)) }))
 			cb.RawQuery = q.Encode()
-			return e.get(cb.String())
-		}, 400, "state issued to another Discord user", true},
-		{"broadcaster state at a member's callback", func(e *env) result {
+			return b.get(cb.String())
+		}, status: 400, logReason: "state issued to another Discord user", badRequest: true},
+		{name: "broadcaster state at a member's callback", run: func(e *env) result {
 			u, state := e.linkURL(alice)
-			e.tw.AuthorizeAs(state, tv1)
-			cb, _ := url.Parse(e.authorize(u))
+			b := e.browser(alice)
+			cb, _ := url.Parse(b.callbackURL(u, state, tv1))
 			q := cb.Query()
 			q.Set("state", rewrite(state, func(b []byte) { b[1] = byte(subrole.PurposeBroadcaster); clear(b[2:10]) }))
 			cb.RawQuery = q.Encode()
-			return e.get(cb.String())
-		}, 400, "state issued to another Discord user", true},
-		{"no code", func(e *env) result {
-			_, state := e.linkURL(alice)
-			return e.get(e.url + "/twitch_callback?state=" + state)
-		}, 400, "no code", true},
-		{"access denied", func(e *env) result { return e.link(alice, "") }, 200, "access_denied", false},
-		{"code exchange 400", func(e *env) result {
+			return b.get(cb.String())
+		}, status: 400, logReason: "state issued to another Discord user", badRequest: true},
+		{name: "no code", run: func(e *env) result {
+			u, state := e.linkURL(alice)
+			b := e.browser(alice)
+			b.twitchURL(u)
+			return b.get(e.url + "/twitch_callback?state=" + state)
+		}, status: 400, logReason: "no code", badRequest: true},
+
+		// The forwarding attacks: alice hands her link to bob, a subscriber.
+		{name: "button forwarded to a browser signed in to Discord as another member", run: func(e *env) result {
+			u, state := e.linkURL(alice)
+			bobs := e.browser(bob)
+			e.tw.AuthorizeAs(state, tv2)
+			r := bobs.follow(u)
+			if n := e.tw.ValidAccessTokens(tv2); n != 0 || len(e.tw.CallsTo("GET", "/oauth2/authorize")) != 0 {
+				e.t.Errorf("Twitch was asked for bob's account")
+			}
+			// The state is void: alice cannot finish it herself now, even with bob's approval.
+			if again := e.browser(alice).follow(u); again.status != 403 || !strings.Contains(again.body, "no longer be used") {
+				e.t.Errorf("alice reusing the voided state: %d\n%s", again.status, again.body)
+			}
+			return r
+		}, status: 403, logReason: subrole.ReasonStateOtherDiscord, badRequest: true, page: "made for another Discord account"},
+		{name: "Twitch URL forwarded after alice's own Discord step", run: func(e *env) result {
+			u, state := e.linkURL(alice)
+			tu := e.browser(alice).twitchURL(u)
+			e.tw.AuthorizeAs(state, tv2)
+			bobs := e.browser(bob)
+			r := bobs.follow(tu)
+			if n := e.tw.ValidAccessTokens(tv2); n != 0 {
+				e.t.Errorf("bob's Twitch code was exchanged")
+			}
+			return r
+		}, status: 403, logReason: subrole.ReasonStateOtherBrowser, badRequest: true, page: "opened in another browser"},
+		{name: "Twitch callback URL carried back to alice's browser after the refusal", run: func(e *env) result {
+			u, state := e.linkURL(alice)
+			alices := e.browser(alice)
+			tu := alices.twitchURL(u)
+			e.tw.AuthorizeAs(state, tv2)
+			bobs := e.browser(bob)
+			cb := bobs.next(tu) // bob approved; his browser is sent to the callback
+			if r := bobs.get(cb); r.status != 403 {
+				e.t.Fatalf("bob's browser at the callback: %d", r.status)
+			}
+			e.bad = nil
+			return alices.get(cb) // bob pastes his callback URL to alice
+		}, status: 403, logReason: subrole.ReasonStateVoid, badRequest: true, page: "no longer be used"},
+		{name: "Discord's callback in a browser without the cookie", run: func(e *env) result {
+			u, _ := e.linkURL(alice)
+			disc := e.browser(alice).next(u)
+			return e.browser(alice).follow(disc) // signed in as alice, but not where the button was opened
+		}, status: 403, logReason: subrole.ReasonStateOtherBrowser, badRequest: true, page: "opened in another browser"},
+		{name: "Twitch's callback before Discord's", run: func(e *env) result {
+			u, state := e.linkURL(alice)
+			b := e.browser(alice)
+			b.next(u) // the cookie, but Discord is skipped
+			return b.get(e.url + "/twitch_callback?code=x&state=" + state)
+		}, status: 403, logReason: subrole.ReasonStateNoDiscord, badRequest: true, page: "opened in another browser"},
+
+		{name: "access denied on Twitch", run: func(e *env) result { return e.link(alice, "") },
+			status: 200, logReason: "access_denied", page: "cancelled the authorization on Twitch"},
+		{name: "access denied on Discord", run: func(e *env) result {
+			e.dc.SetOAuthDenying(true)
+			u, _ := e.linkURL(alice)
+			return e.browser(alice).follow(u)
+		}, status: 200, logReason: "access_denied", page: "cancelled the authorization on Discord"},
+		{name: "unknown oauth error", run: func(e *env) result {
+			return e.get(e.url + "/twitch_callback?error=%3Cb%3Ehello%3C%2Fb%3E&error_description=x&state=y")
+		}, status: 400, logReason: "unknown oauth error", badRequest: true, page: "Twitch did not complete the authorization."},
+		{name: "twitch server error", run: func(e *env) result {
+			return e.get(e.url + "/twitch_callback?error=server_error&state=y")
+		}, status: 503, logReason: "twitch error server_error", page: "Twitch had a temporary problem"},
+		{name: "discord says the request is invalid", run: func(e *env) result {
+			return e.get(e.url + "/discord_callback?error=invalid_scope&state=y")
+		}, status: 502, logReason: "discord error invalid_scope", page: "setup problem"},
+		{name: "discord code exchange 500", run: func(e *env) result {
+			e.dc.SetOutage(discordtest.Outage500, "/oauth2/token")
+			u, _ := e.linkURL(alice)
+			return e.browser(alice).follow(u)
+		}, status: 503, logReason: "discord failed", page: "try again in a minute", refKept: true},
+		{name: "wrong discord client secret", opts: envOptions{discordSecret: "not-the-secret"}, run: func(e *env) result {
+			u, _ := e.linkURL(alice)
+			return e.browser(alice).follow(u)
+		}, status: 503, logReason: "discord failed", page: "try again in a minute", refKept: true},
+		{name: "discord slower than the callback's budget", opts: envOptions{discordLatency: 2 * time.Second, timeout: 300 * time.Millisecond},
+			run: func(e *env) result {
+				u, _ := e.linkURL(alice)
+				return e.browser(alice).follow(u)
+			}, status: 503, logReason: "discord failed", page: "try again in a minute", refKept: true},
+		{name: "code exchange 400", run: func(e *env) result {
 			e.tw.FailNext("/oauth2/token", 400)
 			return e.link(alice, tv1)
-		}, 400, "twitch refused", false},
-		{"code exchange 500", func(e *env) result {
+		}, status: 400, logReason: "twitch refused"},
+		{name: "code exchange 500", run: func(e *env) result {
 			e.tw.FailNext("/oauth2/token", 500)
 			return e.link(alice, tv1)
-		}, 503, "twitch failed", false},
-		{"helix 5xx during the callback", func(e *env) result {
+		}, status: 503, logReason: "twitch failed", refKept: true},
+		{name: "helix 5xx during the callback", run: func(e *env) result {
 			e.tw.FailNext("/helix/subscriptions/user", 503)
 			r := e.link(alice, tv1)
 			if n := e.tw.ValidAccessTokens(tv1); n != 0 {
 				e.t.Errorf("the viewer token was not revoked after the failure")
 			}
 			return r
-		}, 503, "twitch failed", false},
-		{"twitch account linked elsewhere", func(e *env) result {
+		}, status: 503, logReason: "twitch failed", refKept: true},
+		{name: "twitch account linked elsewhere", run: func(e *env) result {
 			if r := e.link(bob, tv1); r.status != 200 {
 				e.t.Fatalf("bob's link: %d", r.status)
 			}
 			e.linked = nil
 			return e.link(alice, tv1)
-		}, 409, "twitch account linked elsewhere", false},
+		}, status: 409, logReason: "twitch account linked elsewhere"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnvWith(t, tt.opts)
 			e.tw.Subscribe(tv1, "1000", false, "")
+			e.tw.Subscribe(tv2, "3000", false, "")
 			e.tw.SetAuthorizingUser(tv1)
 			before := e.snapshot()
 			r := tt.run(e)
@@ -346,13 +596,19 @@ func TestCallbackSecurity(t *testing.T) {
 			if len(e.linked) != 0 {
 				t.Errorf("OnLinked called: %+v", e.linked)
 			}
-			if !strings.Contains(e.logs.String(), "reason=\""+tt.logReason+"\"") && !strings.Contains(e.logs.String(), "reason="+tt.logReason) {
+			if !strings.Contains(e.logs.String(), "reason=\""+tt.logReason+"\"") && !strings.Contains(e.logs.String(), "reason="+tt.logReason+" ") {
 				t.Errorf("no log line with reason %q:\n%s", tt.logReason, e.logs)
 			}
 			if got := e.badReasons(); tt.badRequest != (len(got) > 0) || (tt.badRequest && got[0] != tt.logReason) {
 				t.Errorf("OnBadRequest reasons %v, want %q: %v", got, tt.logReason, tt.badRequest)
 			}
-			if tt.status == 503 {
+			if !strings.Contains(r.body, tt.page) {
+				t.Errorf("the page lacks %q:\n%s", tt.page, r.body)
+			}
+			if strings.Contains(r.body, "hello") || strings.Contains(r.body, "not-the-secret") {
+				t.Errorf("the page shows what the request or the configuration carried:\n%s", r.body)
+			}
+			if tt.refKept {
 				// The reference on the page is the one in the log.
 				i := strings.Index(r.body, "<code>")
 				j := strings.Index(r.body, "</code>")
@@ -424,17 +680,13 @@ func TestRelinkResetsMonths(t *testing.T) {
 func TestBroadcasterConnect(t *testing.T) {
 	t.Run("connects", func(t *testing.T) {
 		e := newEnv(t)
-		r, err := noRedirect.Get(e.url + web.ConnectPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		loc := r.Header.Get("Location")
-		if r.StatusCode != 302 || !strings.Contains(loc, "scope=channel%3Aread%3Asubscriptions") || !strings.Contains(loc, "force_verify=true") {
-			t.Fatalf("connect: %d %s", r.StatusCode, loc)
+		b := e.browser("")
+		loc := b.next(e.url + web.ConnectPath)
+		if !strings.Contains(loc, "scope=channel%3Aread%3Asubscriptions") || !strings.Contains(loc, "force_verify=true") {
+			t.Fatalf("connect: %s", loc)
 		}
 		e.tw.SetAuthorizingUser(e.tw.BroadcasterID())
-		res := e.get(e.authorize(loc))
+		res := b.get(b.next(loc))
 		if res.status != 200 || !strings.Contains(res.body, twitchtest.DefaultBroadcasterLogin) {
 			t.Fatalf("callback: %d\n%s", res.status, res.body)
 		}
@@ -461,14 +713,13 @@ func TestBroadcasterConnect(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			before := e.snapshot()
-			r, _ := noRedirect.Get(e.url + web.ConnectPath)
-			r.Body.Close()
-			u, _ := url.Parse(r.Header.Get("Location"))
+			b := e.browser("")
+			u, _ := url.Parse(b.next(e.url + web.ConnectPath))
 			q := u.Query()
 			q.Set("scope", tt.scope)
 			u.RawQuery = q.Encode()
 			e.tw.SetAuthorizingUser(tt.as)
-			res := e.get(e.authorize(u.String()))
+			res := b.get(b.next(u.String()))
 			if res.status != tt.status || !strings.Contains(e.logs.String(), tt.reason) {
 				t.Fatalf("status %d, logs:\n%s", res.status, e.logs)
 			}
@@ -479,6 +730,33 @@ func TestBroadcasterConnect(t *testing.T) {
 				t.Error("the refused token was not revoked")
 			}
 		})
+	}
+}
+
+// TestBroadcasterConnectFlood: GET /broadcaster/connect needs no login, so
+// a flood of it is refused once MaxPendingBroadcasterStates are pending,
+// with a clear page, and never holds up members' /link.
+func TestBroadcasterConnectFlood(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser("")
+	for i := range subrole.MaxPendingBroadcasterStates {
+		if r := b.get(e.url + web.ConnectPath); r.status != http.StatusFound {
+			t.Fatalf("request %d: %d", i, r.status)
+		}
+	}
+	r := b.get(e.url + web.ConnectPath)
+	if r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "Too many connection attempts") {
+		t.Fatalf("over the cap: %d\n%s", r.status, r.body)
+	}
+	if !strings.Contains(e.logs.String(), `reason="too many pending broadcaster states"`) {
+		t.Errorf("no log line:\n%s", e.logs)
+	}
+	if r := e.link(alice, tv1); r.status != 200 {
+		t.Fatalf("a member's /link during the flood: %d", r.status)
+	}
+	e.clock.Add(subrole.StateTTL)
+	if r := b.get(e.url + web.ConnectPath); r.status != http.StatusFound {
+		t.Fatalf("after the flood expired: %d", r.status)
 	}
 }
 

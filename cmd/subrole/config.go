@@ -24,6 +24,9 @@ type config struct {
 	DiscordToken   string
 	DiscordGuildID string
 	DiscordURL     string
+	// DiscordClientSecret is the application's OAuth2 client secret: /link
+	// has Discord confirm, in the member's browser, who is signed in.
+	DiscordClientSecret string
 
 	TwitchClientID      string
 	TwitchClientSecret  string
@@ -76,6 +79,7 @@ var settings = []setting{
 	{"SUBROLE_ADMIN_SOCKET", "", "Unix socket through which 'subrole ban' reaches the running service (mode 0600); empty means SUBROLE_DATA + \".sock\"; off: none"},
 	{"SUBROLE_DISCORD_TOKEN", "", "required: bot token (secret)"},
 	{"SUBROLE_DISCORD_GUILD_ID", "", "required: the Discord server's ID"},
+	{"SUBROLE_DISCORD_CLIENT_SECRET", "", "required: the Discord application's OAuth2 client secret (Developer Portal > the application > OAuth2); /link uses it to make sure the member who ran it is the one signed in to Discord in the browser that finishes it (secret)"},
 	{"SUBROLE_TWITCH_CLIENT_ID", "", "required: Twitch application client ID"},
 	{"SUBROLE_TWITCH_CLIENT_SECRET", "", "required: Twitch application client secret (secret)"},
 	{"SUBROLE_TWITCH_BROADCASTER_ID", "", "required: the broadcaster's numeric Twitch user ID"},
@@ -149,6 +153,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		DiscordToken:        required("SUBROLE_DISCORD_TOKEN"),
 		DiscordGuildID:      snowflake("SUBROLE_DISCORD_GUILD_ID", true),
 		DiscordURL:          baseURL("SUBROLE_DISCORD_URL"),
+		DiscordClientSecret: required("SUBROLE_DISCORD_CLIENT_SECRET"),
 		TwitchClientID:      required("SUBROLE_TWITCH_CLIENT_ID"),
 		TwitchClientSecret:  required("SUBROLE_TWITCH_CLIENT_SECRET"),
 		TwitchBroadcasterID: required("SUBROLE_TWITCH_BROADCASTER_ID"),

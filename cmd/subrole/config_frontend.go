@@ -79,6 +79,11 @@ func loadFrontendConfig(c *config, get func(string) string, bad func(name, forma
 	default:
 		bad("SUBROLE_TLS", "must be autocert, files, proxy or off, got %q", f.TLS)
 	}
+	if c.PublicURL != nil && c.PublicURL.Path != "" && f.TLS != tlsProxy {
+		// subrole serves its routes at the root; a path works only behind a
+		// proxy that strips it.
+		bad("SUBROLE_PUBLIC_URL", "may carry a path (%q) only with SUBROLE_TLS=proxy behind a proxy that strips it; subrole serves at the root", c.PublicURL.Path)
+	}
 
 	hostPort := func(name string) string {
 		v := get(name)

@@ -12,6 +12,7 @@ func fuzzBaseEnv() map[string]string {
 		"SUBROLE_PUBLIC_URL":            "https://subs.example.com",
 		"SUBROLE_DISCORD_TOKEN":         "bot-token-value-0123",
 		"SUBROLE_DISCORD_GUILD_ID":      "123456789012345678",
+		"SUBROLE_DISCORD_CLIENT_SECRET": "discord-client-secret-value",
 		"SUBROLE_TWITCH_CLIENT_ID":      "clientid",
 		"SUBROLE_TWITCH_CLIENT_SECRET":  "client-secret-value",
 		"SUBROLE_TWITCH_BROADCASTER_ID": "1337",
@@ -114,6 +115,7 @@ func FuzzLoadConfig(f *testing.F) {
 	})
 }
 
+// isSetting reports whether name is a documented variable.
 func isSetting(name string) bool {
 	for _, s := range settings {
 		if s.name == name {
@@ -128,6 +130,7 @@ func botPrefixed(s string) bool {
 	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(s)), "bot ")
 }
 
+// errText returns the error text, "<nil>" for none.
 func errText(err error) string {
 	if err == nil {
 		return "<nil>"

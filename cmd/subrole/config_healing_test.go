@@ -25,7 +25,7 @@ func TestHealingConfig(t *testing.T) {
 		t.Fatalf("values %+v", c.healingConfig)
 	}
 	for _, tt := range []struct{ name, value, want string }{
-		{"SUBROLE_ENFORCE_ROLES", "maybe", "SUBROLE_ENFORCE_ROLES: must be on or off"},
+		{"SUBROLE_ENFORCE_ROLES", "maybe", "SUBROLE_ENFORCE_ROLES: must be on, strict or off"},
 		{"SUBROLE_RECONCILE_INTERVAL", "30s", "SUBROLE_RECONCILE_INTERVAL: must be a duration of at least 1m"},
 		{"SUBROLE_RECONCILE_INTERVAL", "often", "SUBROLE_RECONCILE_INTERVAL: must be a duration"},
 		{"SUBROLE_EVENTSUB_SECRET_PREVIOUS", "short", "SUBROLE_EVENTSUB_SECRET_PREVIOUS: must be empty or 10-100 characters"},

@@ -17,6 +17,7 @@ func validEnv() map[string]string {
 		"SUBROLE_PUBLIC_URL":            "https://subs.example.com/",
 		"SUBROLE_DISCORD_TOKEN":         "bot-token-value",
 		"SUBROLE_DISCORD_GUILD_ID":      "123456789012345678",
+		"SUBROLE_DISCORD_CLIENT_SECRET": "discord-client-secret-value",
 		"SUBROLE_TWITCH_CLIENT_ID":      "client",
 		"SUBROLE_TWITCH_CLIENT_SECRET":  "client-secret-value",
 		"SUBROLE_TWITCH_BROADCASTER_ID": "1337",
@@ -66,7 +67,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"missing public url", "SUBROLE_PUBLIC_URL", "", "SUBROLE_PUBLIC_URL: is required"},
 		{"relative public url", "SUBROLE_PUBLIC_URL", "subs.example.com", "SUBROLE_PUBLIC_URL: must be an absolute https URL"},
 		{"public url with query", "SUBROLE_PUBLIC_URL", "https://x.example?a=b", "SUBROLE_PUBLIC_URL: must not carry a query"},
+		{"public url with a path", "SUBROLE_PUBLIC_URL", "https://x.example/subs", "SUBROLE_PUBLIC_URL: may carry a path (\"/subs\") only with SUBROLE_TLS=proxy"},
 		{"token with prefix", "SUBROLE_DISCORD_TOKEN", "Bot abc", "SUBROLE_DISCORD_TOKEN: must be the token alone"},
+		{"discord client secret missing", "SUBROLE_DISCORD_CLIENT_SECRET", "", "SUBROLE_DISCORD_CLIENT_SECRET: is required"},
 		{"guild not a snowflake", "SUBROLE_DISCORD_GUILD_ID", "my-server", "SUBROLE_DISCORD_GUILD_ID: must be a Discord ID"},
 		{"broadcaster login instead of id", "SUBROLE_TWITCH_BROADCASTER_ID", "cooler_user", "SUBROLE_TWITCH_BROADCASTER_ID: must be the numeric Twitch user ID"},
 		{"secret too short", "SUBROLE_EVENTSUB_SECRET", "123456789", "SUBROLE_EVENTSUB_SECRET: must be 10-100 characters, got 9"},
@@ -92,7 +95,7 @@ func TestLoadConfigErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
-			for _, secret := range []string{"bot-token-value", "client-secret-value", "eventsub-secret-value"} {
+			for _, secret := range []string{"bot-token-value", "client-secret-value", "eventsub-secret-value", "discord-client-secret-value"} {
 				if strings.Contains(err.Error(), secret) {
 					t.Fatalf("error shows a secret: %v", err)
 				}

@@ -138,7 +138,7 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 	}
 	d.say("connected: the refresh token is in bbolt, /readyz no longer warns")
 
-	d.step("%d members run /link in Discord, press the button and approve on Twitch", len(cast)+len(recipients))
+	d.step("%d members run /link in Discord, press the button, confirm on Discord and approve on Twitch", len(cast)+len(recipients))
 	var aliceCallback string
 	for i, v := range append(slices.Clone(cast), recipients...) {
 		d.w.twitchAPI.AddUser(v.twitchID(), v.login)
@@ -151,7 +151,7 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 		}
 		if i == 0 {
 			aliceCallback = p.URL
-			d.say("/link → ephemeral button → Twitch authorize → /twitch_callback → \"Linked\" page (%s, not subscribed)", v.login)
+			d.say("/link → ephemeral button → /link/start (browser cookie) → Discord authorize → /discord_callback (it is %s) → Twitch authorize → /twitch_callback → \"Linked\" page (%s, not subscribed)", v.name, v.login)
 		}
 	}
 	if err := d.expect(len(cast)+len(recipients), 3); err != nil {
@@ -166,6 +166,28 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 		return fmt.Errorf("replayed callback: status %d, want 400", p.Status)
 	}
 	d.say("refused with 400 (state already used); nothing changed")
+
+	d.step("mallory runs /link and sends alice the button (\"click to get your sub role\"); alice opens it, signed in to Discord as herself")
+	mallory := viewer{n: 4, name: "mallory"}
+	d.w.addMember(mallory.discordID(), mallory.name)
+	button, err := d.w.slashLink(ctx, mallory.discordID())
+	if err != nil {
+		return err
+	}
+	p, err = d.w.openButton(ctx, button, alice.discordID(), alice.twitchID(), "en")
+	if err != nil {
+		return err
+	}
+	if p.Status != 403 || !strings.Contains(p.Body, "made for another Discord account") {
+		return fmt.Errorf("forwarded /link button: status %d, want 403", p.Status)
+	}
+	if err := d.expectNothing(300 * time.Millisecond); err != nil {
+		return err
+	}
+	if roles, _ := d.w.discord.MemberRoles(mallory.discordID()); len(roles) != 0 {
+		return fmt.Errorf("mallory got roles %v", roles)
+	}
+	d.say("refused with 403 at /discord_callback (Discord says alice, the button is mallory's); the state is void, nothing changed, mallory has no roles")
 
 	d.step("alice subscribes at tier 1")
 	if err := d.send(ctx, tw.Subscribe(alice.twitchID(), alice.login, "1000", false), 204); err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,8 @@ type frontend struct {
 
 	servers []*frontServer
 	admin   *frontServer
+	// adminPath is where the admin socket lives, removed at shutdown.
+	adminPath string
 	// adminMore, if set before listen, wraps the admin socket's handler to
 	// add routes (the healing's /reconcile, /eventsub/*, /status).
 	adminMore func(bans http.Handler) http.Handler
@@ -284,20 +287,16 @@ func (fe *frontend) listen(app http.Handler) (string, error) {
 			}
 			os.Remove(path)
 		}
-		ln, err := net.Listen("unix", path)
+		ln, err := listenPrivate(path)
 		if err != nil {
 			return fail("SUBROLE_ADMIN_SOCKET", err)
-		}
-		// Whoever can connect can lift bans: owner only. (Where the system
-		// cannot set the mode, the umask's protection remains.)
-		if err := os.Chmod(path, 0o600); err != nil {
-			fe.log.Warn("admin: cannot restrict the admin socket to its owner", "path", path, "err", err)
 		}
 		admin := adminHandler(fe.guard, cfg.BanIPv6Prefix, fe.log)
 		if fe.adminMore != nil {
 			admin = fe.adminMore(admin)
 		}
 		fe.admin = &frontServer{name: "SUBROLE_ADMIN_SOCKET", ln: ln, srv: fe.server(admin)}
+		fe.adminPath = path
 	}
 	for _, s := range fe.servers {
 		fe.log.Info("http: listening", "addr", s.ln.Addr().String(), "tls", s.tls, "setting", s.name,
@@ -370,6 +369,9 @@ func (fe *frontend) shutdown(ctx context.Context) error {
 		wg.Go(func() { errs[i] = s.srv.Shutdown(ctx) })
 	}
 	wg.Wait()
+	if fe.admin != nil {
+		os.Remove(fe.adminPath) // listenPrivate moved it there; nothing else removes it
+	}
 	fe.close()
 	return errors.Join(errs...)
 }
@@ -418,4 +420,31 @@ func clipLog(s string) string {
 		return s[:300] + "…"
 	}
 	return s
+}
+
+// listenPrivate listens on a Unix socket at path that only its owner can
+// connect to: whoever can connect can lift bans. The socket is made in a
+// fresh directory only the owner can enter, restricted to mode 0600 there,
+// and only then moved to path, so no one else can reach it at any moment.
+func listenPrivate(path string) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".subrole-admin-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // it will live at path, not tmp
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict the admin socket to its owner: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -112,16 +114,31 @@ func TestLinkRoundTrip(t *testing.T) {
 		t.Fatalf("registered commands %v", names)
 	}
 
-	// The /link reply is ephemeral and its button goes to Twitch's authorize URL.
+	// The /link reply is ephemeral and its button goes to the service's own
+	// /link/start, which sends the browser to Discord's authorize page.
 	u, err := w.slashLink(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{w.twitchAPI.AuthURL() + "/authorize?", "response_type=code", "scope=user%3Aread%3Asubscriptions",
-		"redirect_uri=" + strings.ReplaceAll(strings.ReplaceAll(w.env["SUBROLE_PUBLIC_URL"], ":", "%3A"), "/", "%2F") + "%2Ftwitch_callback", "state="} {
-		if !strings.Contains(u, want) {
-			t.Errorf("button URL %s lacks %s", u, want)
+	if !strings.HasPrefix(u, w.env["SUBROLE_PUBLIC_URL"]+"/link/start?state=") {
+		t.Errorf("button URL %s is not the service's /link/start", u)
+	}
+	noFollow := w.browser(alice)
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := noFollow.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	disc := resp.Header.Get("Location")
+	for _, want := range []string{w.discord.AuthorizeURL() + "?", "response_type=code", "scope=identify", "client_id=" + w.discord.ApplicationID,
+		"redirect_uri=" + url.QueryEscape(w.env["SUBROLE_PUBLIC_URL"]+"/discord_callback"), "state="} {
+		if !strings.Contains(disc, want) {
+			t.Errorf("Discord authorize URL %s lacks %s", disc, want)
 		}
+	}
+	if c := resp.Cookies(); len(c) != 1 || !c[0].HttpOnly || c[0].SameSite != http.SameSiteLaxMode {
+		t.Errorf("the button's cookie: %+v", c)
 	}
 	if defer_, _ := w.discord.WaitForMessage(ctx, func(m discordtest.Message) bool { return m.Kind == discordtest.KindCallback }); !defer_.Ephemeral() || defer_.Type != 5 {
 		t.Errorf("the /link answer was not a deferred ephemeral reply: %+v", defer_)
@@ -143,6 +160,9 @@ func TestLinkRoundTrip(t *testing.T) {
 	w.waitRoles(t, alice, worldRoleLinked, worldRoleTier2, worldRoleSub)
 	if n := w.twitchAPI.ValidAccessTokens(twitchID(1)); n != 0 {
 		t.Errorf("the viewer's token was kept: %d valid", n)
+	}
+	if n := w.discord.ValidOAuthTokens(alice); n != 0 || len(w.discord.CallsMatching("POST", "/oauth2/token")) < 2 {
+		t.Errorf("Discord's OAuth: %d live tokens, token calls %d", n, len(w.discord.CallsMatching("POST", "/oauth2/token")))
 	}
 	dm, err := w.discord.WaitForMessage(ctx, func(m discordtest.Message) bool {
 		return m.Kind == discordtest.KindChannel && m.RecipientID == alice
@@ -315,5 +335,101 @@ func TestCallbackRefusalsEndToEnd(t *testing.T) {
 	}
 	if roles, _ := w.discord.MemberRoles(alice); len(roles) != 0 {
 		t.Fatalf("alice got roles %v", roles)
+	}
+}
+
+// TestLinkForwardingRefusedEndToEnd plays the attack on /link through the
+// real wiring: alice (who pays for nothing) forwards her /link button, or
+// the Twitch page it leads to, to bob, a tier 3 subscriber ("click to get
+// your sub role"). Bob approves, and alice must not get bob's roles; bob's
+// own /link must keep working.
+func TestLinkForwardingRefusedEndToEnd(t *testing.T) {
+	w := newTestWorld(t)
+	alice, bob := discordID(1), discordID(2)
+	w.addMember(alice, "alice")
+	w.addMember(bob, "bob")
+	w.twitchAPI.AddUser(twitchID(2), "bob_tv")
+	w.twitchAPI.Subscribe(twitchID(2), "3000", false, "")
+	w.env["SUBROLE_LOG_LEVEL"] = "info"
+	in, db := w.startWithStore(t)
+	ctx := ctxTimeout(t, 30*time.Second)
+	before := snapshot(t, db)
+
+	// 1. Alice's button opened in bob's browser, signed in to Discord as bob.
+	u, err := w.slashLink(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorizes := len(w.twitchAPI.CallsTo("GET", "/oauth2/authorize"))
+	p, err := w.openButton(ctx, u, bob, twitchID(2), "")
+	if err != nil || p.Status != 403 || !strings.Contains(p.Body, "made for another Discord account") || !strings.Contains(p.URL, "/discord_callback") {
+		t.Fatalf("the forwarded button: %v %d %s\n%s", err, p.Status, p.URL, p.Body)
+	}
+	if n := len(w.twitchAPI.CallsTo("GET", "/oauth2/authorize")); n != authorizes {
+		t.Error("bob was sent to Twitch")
+	}
+	// Alice cannot use the state afterwards either.
+	if p, err := w.openButton(ctx, u, alice, twitchID(2), ""); err != nil || p.Status != 403 {
+		t.Fatalf("alice finishing the voided state: %v %d", err, p.Status)
+	}
+	if after := snapshot(t, db); after != before {
+		t.Fatalf("the store changed:\n%s\n%s", before, after)
+	}
+
+	// 2. Alice passes Discord herself, then forwards the Twitch page to bob.
+	u, err = w.slashLink(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alices := w.browser(alice)
+	alices.CheckRedirect = func(r *http.Request, _ []*http.Request) error {
+		if strings.HasPrefix(r.URL.String(), w.twitchAPI.AuthURL()) {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := alices.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	twitchPage := resp.Header.Get("Location")
+	if !strings.HasPrefix(twitchPage, w.twitchAPI.AuthURL()+"/authorize?") || !strings.Contains(twitchPage, "force_verify=true") {
+		t.Fatalf("after Discord alice's browser goes to %s", twitchPage)
+	}
+	p, err = w.openButton(ctx, twitchPage, bob, twitchID(2), "")
+	if err != nil || p.Status != 403 || !strings.Contains(p.Body, "opened in another browser") || !strings.Contains(p.URL, "/twitch_callback") {
+		t.Fatalf("the forwarded Twitch page: %v %d %s\n%s", err, p.Status, p.URL, p.Body)
+	}
+	if after := snapshot(t, db); after != before {
+		t.Fatalf("the store changed:\n%s\n%s", before, after)
+	}
+
+	// Bob's own /link works, and alice has nothing.
+	if p, err := w.linkThroughBrowser(ctx, bob, twitchID(2), ""); err != nil || p.Status != 200 {
+		t.Fatalf("bob's own /link: %v %d\n%s", err, p.Status, p.Body)
+	}
+	w.waitRoles(t, bob, worldRoleLinked, worldRoleTier3, worldRoleSub)
+	if roles, _ := w.discord.MemberRoles(alice); len(roles) != 0 {
+		t.Fatalf("alice got roles %v", roles)
+	}
+	logs := in.logs.String()
+	for _, want := range []string{`reason="signed in to Discord as another user"`, `reason="state voided after a refused attempt"`,
+		`reason="state opened in another browser"`, "security_event=bad_state", "path=/discord_callback", "path=/twitch_callback"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+}
+
+// TestDiscordSecretChecked: a wrong SUBROLE_DISCORD_CLIENT_SECRET stops the
+// start with a message naming it, never showing it.
+func TestDiscordSecretChecked(t *testing.T) {
+	w := newTestWorld(t)
+	w.env["SUBROLE_DISCORD_CLIENT_SECRET"] = "not-the-discord-secret"
+	var out strings.Builder
+	err := run(ctxTimeout(t, 20*time.Second), nil, w.getenv, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "SUBROLE_DISCORD_CLIENT_SECRET") || strings.Contains(err.Error()+out.String(), "not-the-discord-secret") {
+		t.Fatalf("start with a wrong secret: %v\n%s", err, out.String())
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -13,10 +15,12 @@ import (
 	"github.com/subrole/subrole/web"
 )
 
-// linking is member linking wired together: the Twitch client, the
+// linking is member linking wired together: the Twitch client, Discord's
+// OAuth2 (which confirms in the member's browser who ran /link), the
 // broadcaster's token, the OAuth pages and the slash commands.
 type linking struct {
 	twitch      *twitch.Client
+	discord     *discord.OAuth
 	broadcaster *twitch.Broadcaster
 	pages       *web.Handler
 	commands    *discord.Commands
@@ -26,8 +30,10 @@ type linking struct {
 }
 
 // newLinking wires member linking. onBadRequest, if set, receives every
-// refused callback (the ban layer).
-func newLinking(cfg *config, log *slog.Logger, svc *subrole.Service, db *store.Store, bot *discord.Bot,
+// refused callback (the ban layer). It reads the Discord application's id
+// and checks SUBROLE_DISCORD_CLIENT_SECRET with Discord: a rejected secret
+// stops the start.
+func newLinking(ctx context.Context, cfg *config, log *slog.Logger, svc *subrole.Service, db *store.Store, bot *discord.Bot,
 	onBadRequest func(*http.Request, string)) (*linking, error) {
 	tc, err := twitch.New(twitch.Config{
 		ClientID:     cfg.TwitchClientID,
@@ -44,10 +50,18 @@ func newLinking(cfg *config, log *slog.Logger, svc *subrole.Service, db *store.S
 	if err != nil {
 		return nil, err
 	}
-	lk := &linking{twitch: tc}
+	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	dc, err := discord.NewOAuth(octx, discord.OAuthConfig{Origin: cfg.DiscordURL, BotToken: cfg.DiscordToken,
+		ClientSecret: cfg.DiscordClientSecret})
+	if err != nil {
+		return nil, err
+	}
+	lk := &linking{twitch: tc, discord: dc}
 	notifier := &discord.Notifier{Bot: bot, Audit: svc.RecordAudit, Logger: log}
 	pages, err := web.New(web.Config{
 		Core:          svc,
+		Discord:       dc,
 		Twitch:        tc,
 		PublicURL:     cfg.PublicURL.String(),
 		BroadcasterID: cfg.TwitchBroadcasterID,
@@ -75,6 +89,13 @@ func newLinking(cfg *config, log *slog.Logger, svc *subrole.Service, db *store.S
 		return nil, err
 	}
 	lk.pages = pages
+	switch err := dc.CheckSecret(octx, pages.DiscordRedirectURI()); {
+	case errors.Is(err, discord.ErrOAuthInvalidClient):
+		return nil, fmt.Errorf("SUBROLE_DISCORD_CLIENT_SECRET: Discord rejected the client id %s with this secret (%v): "+
+			"copy the Client Secret from the Discord Developer Portal > your application > OAuth2", dc.ClientID(), err)
+	case err != nil:
+		log.Warn("discord: could not check SUBROLE_DISCORD_CLIENT_SECRET at start; a wrong one shows when members /link", "err", err)
+	}
 	lk.broadcaster = twitch.NewBroadcaster(twitch.BroadcasterConfig{
 		Client:        tc,
 		Store:         db,
@@ -97,6 +118,8 @@ func newLinking(cfg *config, log *slog.Logger, svc *subrole.Service, db *store.S
 
 // mount adds the pages' routes to mux-style registration.
 func (lk *linking) mount(handle func(path string, h http.HandlerFunc, methods ...string)) {
+	handle(web.LinkStartPath, lk.pages.LinkStart, http.MethodGet)
+	handle(web.DiscordCallbackPath, lk.pages.DiscordCallback, http.MethodGet)
 	handle(web.CallbackPath, lk.pages.Callback, http.MethodGet)
 	handle(web.ConnectPath, lk.pages.Connect, http.MethodGet)
 	handle(web.StylePath, lk.pages.Style, http.MethodGet, http.MethodHead)

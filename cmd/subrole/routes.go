@@ -13,8 +13,9 @@ import (
 func routes(log *slog.Logger, webhook http.Handler, ready readiness, pages func(handle func(string, http.HandlerFunc, ...string))) http.Handler {
 	r := mux.NewRouter()
 	r.Handle("/twitch_eventsub", webhook) // the handler answers 405 itself, with Allow
-	// Member linking's browser pages: GET /twitch_callback (OAuth
-	// redirect), GET /broadcaster/connect, GET /assets/subrole.css.
+	// Member linking's browser pages: GET /link/start (the /link button),
+	// GET /discord_callback and GET /twitch_callback (OAuth redirects),
+	// GET /broadcaster/connect, GET /assets/subrole.css.
 	if pages != nil {
 		pages(func(path string, h http.HandlerFunc, methods ...string) { r.HandleFunc(path, h).Methods(methods...) })
 	}

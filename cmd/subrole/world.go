@@ -70,6 +70,7 @@ func newWorldWith(data string, opts discordtest.Options) *world {
 		"SUBROLE_PUBLIC_URL":            "http://127.0.0.1",
 		"SUBROLE_DISCORD_TOKEN":         worldBotToken,
 		"SUBROLE_DISCORD_GUILD_ID":      worldGuild,
+		"SUBROLE_DISCORD_CLIENT_SECRET": dc.ClientSecret,
 		"SUBROLE_DISCORD_URL":           dc.URL,
 		"SUBROLE_TWITCH_CLIENT_ID":      worldClientID,
 		"SUBROLE_TWITCH_CLIENT_SECRET":  worldClientSecret,
@@ -98,6 +99,8 @@ func (w *world) getenv(key string) string { return w.env[key] }
 func (w *world) serving(addr string) {
 	w.env["SUBROLE_PUBLIC_URL"] = "http://" + addr
 	w.twitch.Callback = "http://" + addr + "/twitch_eventsub"
+	// As the operator registers it in the Developer Portal > OAuth2.
+	w.discord.SetRedirectURIs("http://" + addr + "/discord_callback")
 }
 
 // addMember adds a Discord member with a display name.

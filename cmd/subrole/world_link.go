@@ -14,10 +14,15 @@ import (
 	"github.com/subrole/subrole/discord/discordtest"
 )
 
-// browser is a browser without a screen: it follows redirects, like a
-// member's browser going from the /link button to Twitch and back.
-func browser() *http.Client {
+// browser is a browser without a screen: it keeps cookies and follows
+// redirects, like a member's browser going from the /link button to
+// Discord, Twitch and back. signedIn is who is signed in to the fake
+// Discord in it ("" nobody).
+func (w *world) browser(signedIn string) *http.Client {
 	jar, _ := cookiejar.New(nil)
+	if signedIn != "" {
+		w.discord.LogIn(jar, signedIn)
+	}
 	return &http.Client{Jar: jar}
 }
 
@@ -29,8 +34,14 @@ type browserPage struct {
 	Header http.Header
 }
 
-// browse loads u like a browser that prefers lang, following redirects.
+// browse loads u in a fresh browser that prefers lang, following redirects.
 func browse(ctx context.Context, u, lang string) (browserPage, error) {
+	jar, _ := cookiejar.New(nil)
+	return browseIn(ctx, &http.Client{Jar: jar}, u, lang)
+}
+
+// browseIn loads u in the browser c, following redirects.
+func browseIn(ctx context.Context, c *http.Client, u, lang string) (browserPage, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return browserPage{}, err
@@ -38,7 +49,7 @@ func browse(ctx context.Context, u, lang string) (browserPage, error) {
 	if lang != "" {
 		req.Header.Set("Accept-Language", lang)
 	}
-	resp, err := browser().Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return browserPage{}, err
 	}
@@ -86,7 +97,8 @@ func buttonURL(raw json.RawMessage) (string, error) {
 }
 
 // linkThroughBrowser plays one member's whole /link: the slash command in
-// fake Discord, the button URL opened in a browser, Twitch's authorize page
+// fake Discord, the button opened in the member's own browser (signed in
+// to Discord as them), Discord's authorize page, Twitch's authorize page
 // approved by twitchUserID (a user of the fake Twitch; "" denies), and the
 // redirect back to the service's /twitch_callback. It returns the page the
 // browser ends on.
@@ -95,12 +107,7 @@ func (w *world) linkThroughBrowser(ctx context.Context, discordUserID, twitchUse
 	if err != nil {
 		return browserPage{}, err
 	}
-	parsed, err := url.Parse(u)
-	if err != nil {
-		return browserPage{}, err
-	}
-	w.twitchAPI.AuthorizeAs(parsed.Query().Get("state"), twitchUserID)
-	p, err := browse(ctx, u, lang)
+	p, err := w.openButton(ctx, u, discordUserID, twitchUserID, lang)
 	if err != nil {
 		return p, err
 	}
@@ -108,6 +115,19 @@ func (w *world) linkThroughBrowser(ctx context.Context, discordUserID, twitchUse
 		return p, fmt.Errorf("the browser ended on %s, not the callback", p.URL)
 	}
 	return p, nil
+}
+
+// openButton opens a /link button URL in a fresh browser signed in to
+// Discord as signedIn, with Twitch approval by twitchUserID ("" denies),
+// and returns the page the browser ends on: the member's own button ends on
+// /twitch_callback, someone else's is refused on the way.
+func (w *world) openButton(ctx context.Context, button, signedIn, twitchUserID, lang string) (browserPage, error) {
+	parsed, err := url.Parse(button)
+	if err != nil {
+		return browserPage{}, err
+	}
+	w.twitchAPI.AuthorizeAs(parsed.Query().Get("state"), twitchUserID)
+	return browseIn(ctx, w.browser(signedIn), button, lang)
 }
 
 // connectBroadcaster plays the streamer's one-time authorization: GET

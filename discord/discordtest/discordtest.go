@@ -13,7 +13,13 @@
 // The fake holds one guild with roles and members, records every REST call
 // and every message the bot sends, and can inject faults (FailNext,
 // SetOutage) and dispatch gateway events (SlashCommand, MemberJoin,
-// Dispatch). As on Discord, GUILD_MEMBER_* events, including the
+// Dispatch). It also plays Discord's OAuth2 authorization code flow: the
+// authorize page at URL+"/oauth2/authorize" approves at once for the user
+// signed in in the requesting browser (LogIn puts a session cookie in a
+// cookie jar; SetOAuthUser signs someone in for every browser), and
+// /api/v10/oauth2/token, /oauth2/token/revoke and /users/@me with a Bearer
+// token behave as Discord documents them. REST is served under /api/v9 and
+// /api/v10 alike. As on Discord, GUILD_MEMBER_* events, including the
 // GUILD_MEMBER_UPDATE that follows a role change made over REST, only reach
 // sessions that identified with the GUILD_MEMBERS intent.
 //
@@ -43,8 +49,12 @@ import (
 	"time"
 )
 
-// apiPrefix is the path under which the REST API is served.
-const apiPrefix = "/api/v9"
+// apiPrefix is the REST API version discordgo uses; apiPrefixV10 (the
+// version subrole's OAuth2 client uses) is served the same way.
+const (
+	apiPrefix    = "/api/v9"
+	apiPrefixV10 = "/api/v10"
+)
 
 // discordEpoch is the first millisecond of 2015, the epoch of snowflakes.
 const discordEpoch = 1420070400000
@@ -57,6 +67,9 @@ type Options struct {
 	BotUserID     string
 	ApplicationID string
 	GuildID       string
+	// ClientSecret is the application's OAuth2 client secret, generated
+	// when empty. The application id is the OAuth2 client id.
+	ClientSecret string
 	// HeartbeatInterval is announced in HELLO; it defaults to 41.25s.
 	HeartbeatInterval time.Duration
 	// Latency is added to every REST response.
@@ -192,10 +205,11 @@ const (
 type Server struct {
 	// URL is the origin, e.g. "http://127.0.0.1:41234".
 	URL string
-	// GuildID, BotUserID and ApplicationID are the resolved Options.
+	// GuildID, BotUserID, ApplicationID and ClientSecret are the resolved Options.
 	GuildID       string
 	BotUserID     string
 	ApplicationID string
+	ClientSecret  string
 
 	opts      Options
 	hs        *httptest.Server
@@ -230,6 +244,8 @@ type Server struct {
 	outagePaths  []string
 	conns        map[*gwConn]bool
 	sessions     map[string]*gwSession
+
+	oauth oauthServer // OAuth2: signed-in users, codes, tokens (oauth.go)
 }
 
 type role struct {
@@ -282,6 +298,8 @@ func NewServer(opts Options) *Server {
 	s.GuildID = orDefault(opts.GuildID, s.newID)
 	s.BotUserID = orDefault(opts.BotUserID, s.newID)
 	s.ApplicationID = orDefault(opts.ApplicationID, s.newID)
+	s.ClientSecret = orDefault(opts.ClientSecret, randomToken)
+	s.oauth.init()
 	s.channelID = s.newID()
 	s.roles[s.GuildID] = &role{id: s.GuildID, name: "@everyone"}
 	s.members[s.BotUserID] = &member{id: s.BotUserID, username: "subrole-bot", bot: true, joined: time.Now().UTC()}
@@ -507,10 +525,16 @@ func (s *Server) CallsMatching(method, pathPrefix string) []Call {
 }
 
 func (c Call) matches(method, pathPrefix string) bool {
+	path := c.Path
 	if !strings.HasPrefix(pathPrefix, "/api/") {
-		pathPrefix = apiPrefix + pathPrefix
+		// Relative to the API version, whichever the call used (v9, v10).
+		rel, ok := relPath(path)
+		if !ok {
+			return false
+		}
+		path = rel
 	}
-	return (method == "" || c.Method == method) && strings.HasPrefix(c.Path, pathPrefix)
+	return (method == "" || c.Method == method) && strings.HasPrefix(path, pathPrefix)
 }
 
 // ResetCalls forgets the recorded calls; Seq numbering continues.

@@ -56,7 +56,11 @@ func statusReply(status int) reply {
 
 func (s *Server) restRoutes() []route {
 	rs := []route{
-		{method: "GET", pattern: "/users/@me", handle: s.getMe},
+		{method: "GET", pattern: "/users/@me", public: true, handle: s.getMe}, // a bot or a Bearer token (oauth.go)
+		{method: "POST", pattern: "/oauth2/token", public: true, handle: s.oauthToken},
+		{method: "POST", pattern: "/oauth2/token/revoke", public: true, handle: s.oauthRevoke},
+		{method: "GET", pattern: "/oauth2/applications/@me", handle: s.getApplication},
+		{method: "GET", pattern: "/applications/@me", handle: s.getApplication},
 		{method: "GET", pattern: "/users/{user}", handle: s.getUser},
 		{method: "POST", pattern: "/users/@me/channels", handle: s.createDM},
 		{method: "GET", pattern: "/gateway", handle: s.getGateway},
@@ -230,6 +234,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveGateway(w, r)
 		return
 	}
+	if isAuthorizePath(r.URL.Path) {
+		s.serveAuthorize(w, r) // a browser page, not a REST call
+		return
+	}
 	now := time.Now()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
 	if d := s.opts.Latency; d > 0 {
@@ -276,10 +284,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) process(r *http.Request, body []byte, now time.Time) (reply, string) {
-	if !strings.HasPrefix(r.URL.Path, apiPrefix+"/") {
+	rel, ok := relPath(r.URL.Path)
+	if !ok {
 		return statusReply(http.StatusNotFound), ""
 	}
-	rel := strings.TrimPrefix(r.URL.Path, apiPrefix)
 	rt, params, pattern := s.match(r.Method, rel)
 	if f, ok := s.fault(rel, now); ok {
 		return f, pattern
@@ -430,8 +438,18 @@ func (q *request) decode(v any) *reply {
 	return nil
 }
 
-func (s *Server) getMe(*request) reply {
-	return reply{status: 200, body: userJSON(s.BotUserID, "subrole-bot", true)}
+// getMe answers GET /users/@me for the bot token or a Bearer token.
+func (s *Server) getMe(q *request) reply {
+	auth := q.r.Header.Get("Authorization")
+	if auth == "Bot "+s.opts.Token {
+		return reply{status: 200, body: userJSON(s.BotUserID, "subrole-bot", true)}
+	}
+	if tok, ok := strings.CutPrefix(auth, "Bearer "); ok {
+		if user, ok := s.oauth.bearer(tok, "identify", time.Now()); ok {
+			return reply{status: 200, body: userJSON(user, s.username(user), false)}
+		}
+	}
+	return errReply(http.StatusUnauthorized, 0, "401: Unauthorized")
 }
 
 func (s *Server) getUser(q *request) reply {
