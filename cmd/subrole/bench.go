@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -17,7 +19,9 @@ import (
 
 // benchUsage lists the bench modes; BENCHMARKS.md has the exact command of
 // every number it reports.
-const benchUsage = `usage: subrole bench <mode> [flags]   ("subrole bench <mode> -h" lists the flags)
+const benchUsage = `usage: subrole bench [-cpuprofile file] [-trace file] <mode> [flags]
+("subrole bench <mode> -h" lists a mode's flags; -cpuprofile and -trace profile the whole run,
+in-process service included)
 
 modes against a service that is already running:
   load      post signed EventSub notifications to -url with -secret, at -rate
@@ -31,7 +35,8 @@ in-process scenarios (fake Twitch and fake Discord on loopback, real wiring):
   steady    1,000 events/s for 60 s through the real wiring
   giftbomb  10,000 gifted subs in 10 s; the fake Discord rate limits
   scale     1,000,000 stored members: start-up time, RSS, file size
-  mixed     webhook ack under concurrent full scans and probes
+  mixed     webhook ack beside back-to-back reconcile passes and probes
+  reconcile a reconcile pass over HTTP against the rate-limited fake Helix
 
 drills (each exits non-zero when an effect was lost or duplicated):
   crash     SIGKILL the service during bursts, restart, check exactly-once
@@ -40,9 +45,43 @@ drills (each exits non-zero when an effect was lost or duplicated):
 
 // bench runs "subrole bench <mode> [flags]".
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	global := flag.NewFlagSet("bench", flag.ContinueOnError)
+	global.SetOutput(stderr)
+	cpuProfile := global.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	traceFile := global.String("trace", "", "write an execution trace of the whole run to this file")
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, benchUsage)
+			return nil
+		}
+		return err
+	}
+	args = global.Args()
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, benchUsage)
 		return nil
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer trace.Stop()
 	}
 	mode, args := args[0], args[1:]
 	modes := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
@@ -105,6 +144,7 @@ type metric struct {
 // metrics is a scenario run's numbers, in print order.
 type metrics []metric
 
+// add appends a metric.
 func (m *metrics) add(name string, value float64, unit string) {
 	*m = append(*m, metric{name, value, unit})
 }
@@ -202,6 +242,7 @@ func median(vals []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// formatValue prints v with as many digits as a table needs.
 func formatValue(v float64) string {
 	switch {
 	case math.IsNaN(v):

@@ -35,10 +35,12 @@ type roleLedger struct {
 	total          int
 }
 
+// newRoleLedger returns an empty ledger.
 func newRoleLedger() *roleLedger {
 	return &roleLedger{roles: map[string]map[string]bool{}, writes: map[string]int{}, failedByStatus: map[int]int{}}
 }
 
+// observe records one call; it is a discordtest.Options.OnCall.
 func (l *roleLedger) observe(c discordtest.Call) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -95,6 +95,8 @@ type loadGen struct {
 	pos    int
 }
 
+// newLoadGen returns a generator that builds messages with sender; zero
+// fields of spec take the defaults genSpec documents.
 func newLoadGen(sender *twitchtest.Sender, spec genSpec) *loadGen {
 	if spec.Users <= 0 {
 		spec.Users = 1000

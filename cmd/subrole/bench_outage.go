@@ -31,7 +31,8 @@ type outageDrill struct {
 	// Before, Outage and After are the phases: load with Discord up, load
 	// while Discord fails (in nine equal segments, in turn: every call
 	// answered 500, every call answered 429 with retry_after, every
-	// connection dropped), load after it heals.
+	// connection dropped, starting with one the seed picks), load after it
+	// heals.
 	Before, Outage, After time.Duration
 	// Conns is how many connections send.
 	Conns int
@@ -190,6 +191,7 @@ func (d *outageDrill) run(ctx context.Context) (*outageReport, error) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		modes := []discordtest.Outage{discordtest.Outage500, discordtest.Outage429, discordtest.OutageDrop}
+		first := int(seed % 3) // which mode comes first varies with the seed
 		at := func(t time.Time) bool {
 			select {
 			case <-time.After(time.Until(t)):
@@ -204,7 +206,7 @@ func (d *outageDrill) run(ctx context.Context) (*outageReport, error) {
 			if !at(rep.OutageStart.Add(time.Duration(i) * d.Outage / 9)) {
 				return
 			}
-			r.w.discord.SetOutage(modes[i%3])
+			r.w.discord.SetOutage(modes[(first+i)%3])
 		}
 		if at(rep.Healed) {
 			r.w.discord.Heal()
@@ -347,10 +349,45 @@ func benchOutageCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 				return nil, err
 			}
 			m := rep.metrics()
+			printSeries(stdout, &rep.Load, rep.OutageStart, rep.Healed, 10*time.Second)
 			if len(rep.Problems) > 0 {
 				return m, errors.New("bench outage: FAILED:\n  " + strings.Join(rep.Problems, "\n  "))
 			}
 			fmt.Fprintln(stdout, "  every role change applied in order per member, none twice; final roles right")
 			return m, nil
 		})
+}
+
+// printSeries prints the ack latency of res in windows of width, marking
+// the windows of the outage [from, to).
+func printSeries(out io.Writer, res *loadResult, from, to time.Time, width time.Duration) {
+	if len(res.Samples) == 0 {
+		return
+	}
+	start := res.Samples[0].At
+	for _, s := range res.Samples {
+		if s.At.Before(start) {
+			start = s.At
+		}
+	}
+	buckets := map[int]latencies{}
+	last := 0
+	for _, s := range res.Samples {
+		if s.Status/100 == 2 {
+			k := int(s.At.Sub(start) / width)
+			buckets[k] = append(buckets[k], s.Latency)
+			last = max(last, k)
+		}
+	}
+	fmt.Fprintf(out, "  ack latency by %s window of due time (* = Discord down for most of it):\n", width)
+	for k := 0; k <= last; k++ {
+		at := start.Add(time.Duration(k) * width)
+		mark := " "
+		if mid := at.Add(width / 2); !mid.Before(from) && mid.Before(to) {
+			mark = "*"
+		}
+		l := buckets[k].sorted()
+		fmt.Fprintf(out, "   %s %4.0fs  n=%-6d p50 %-9s p99 %-9s max %s\n", mark, at.Sub(start).Seconds(), len(l),
+			ms(l.pct(50)), ms(l.pct(99)), ms(l.pct(100)))
+	}
 }

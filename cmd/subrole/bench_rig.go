@@ -275,10 +275,12 @@ type callStats struct {
 	firstWrite map[string]time.Time // member -> arrival of their first role write
 }
 
+// newCallStats returns empty call counters.
 func newCallStats() *callStats {
 	return &callStats{byStatus: map[int]int{}, firstWrite: map[string]time.Time{}}
 }
 
+// observe counts one call.
 func (s *callStats) observe(c discordtest.Call) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -307,8 +309,10 @@ type appliedStats struct {
 	byMember map[string]int
 }
 
+// newAppliedStats returns empty applier counters.
 func newAppliedStats() *appliedStats { return &appliedStats{byMember: map[string]int{}} }
 
+// observe counts one member application.
 func (s *appliedStats) observe(a discord.Applied) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -137,6 +137,7 @@ type fakeHelix struct {
 	byID map[string]subrole.HelixSubscription
 }
 
+// AllSubscribers calls fn with pages of 100 subscribers.
 func (f *fakeHelix) AllSubscribers(ctx context.Context, fn func([]subrole.HelixSubscription) error) error {
 	for page := range slices.Chunk(f.subs, 100) {
 		if err := fn(page); err != nil {
@@ -146,6 +147,7 @@ func (f *fakeHelix) AllSubscribers(ctx context.Context, fn func([]subrole.HelixS
 	return nil
 }
 
+// Subscribers returns the subscriptions of the users in ids that have one.
 func (f *fakeHelix) Subscribers(ctx context.Context, ids []string) ([]subrole.HelixSubscription, error) {
 	var out []subrole.HelixSubscription
 	for _, id := range ids {
@@ -162,6 +164,7 @@ type fakeMemberRoles struct {
 	roles func(i int) []string
 }
 
+// AllMemberRoles calls fn with pages of 1000 members and their roles.
 func (f fakeMemberRoles) AllMemberRoles(ctx context.Context, fn func(map[string][]string) error) error {
 	for lo := 1; lo <= f.n; lo += 1000 {
 		page := make(map[string][]string, 1000)

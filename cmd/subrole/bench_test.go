@@ -20,10 +20,16 @@ import (
 //
 //	go test -run '^$' -bench Webhook -benchtime 5s ./cmd/subrole
 
-func BenchmarkWebhookInMemory(b *testing.B)   { benchmarkWebhook(b, targetMemory) }
-func BenchmarkWebhookNaiveBatch(b *testing.B) { benchmarkWebhook(b, targetBatch) }
-func BenchmarkWebhookService(b *testing.B)    { benchmarkWebhook(b, targetService) }
+// BenchmarkWebhookInMemory is the ceiling: verify, decode, 204.
+func BenchmarkWebhookInMemory(b *testing.B) { benchmarkWebhook(b, targetMemory) }
 
+// BenchmarkWebhookNaiveBatch is the naive durable handler: db.Batch with its defaults.
+func BenchmarkWebhookNaiveBatch(b *testing.B) { benchmarkWebhook(b, targetBatch) }
+
+// BenchmarkWebhookService is the real path: AcceptEvent through the commit loop, core running.
+func BenchmarkWebhookService(b *testing.B) { benchmarkWebhook(b, targetService) }
+
+// benchmarkWebhook measures target at concurrency 1, 16 and 64.
 func benchmarkWebhook(b *testing.B, target string) {
 	for _, c := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {

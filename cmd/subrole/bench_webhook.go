@@ -54,7 +54,10 @@ type webhookServer struct {
 // nopSink accepts every event without storing it.
 type nopSink struct{}
 
+// AcceptEvent accepts e without storing it.
 func (nopSink) AcceptEvent(context.Context, subrole.Event) (bool, error) { return false, nil }
+
+// RecordRevocation accepts a revocation without storing it.
 func (nopSink) RecordRevocation(context.Context, string, subrole.Revocation) (bool, error) {
 	return false, nil
 }
@@ -70,6 +73,7 @@ var (
 	batchInbox = []byte("inbox")
 )
 
+// AcceptEvent deduplicates and appends e in a db.Batch transaction.
 func (s batchSink) AcceptEvent(_ context.Context, e subrole.Event) (bool, error) {
 	data, err := json.Marshal(e)
 	if err != nil {
@@ -93,6 +97,7 @@ func (s batchSink) AcceptEvent(_ context.Context, e subrole.Event) (bool, error)
 	return dup, err
 }
 
+// RecordRevocation is not part of the benchmark and always fails.
 func (s batchSink) RecordRevocation(context.Context, string, subrole.Revocation) (bool, error) {
 	return false, errors.New("bench: the batch baseline does not record revocations")
 }
@@ -274,6 +279,7 @@ func measureWebhook(ctx context.Context, dir string, r webhookRun) (webhookOutco
 // atomicCounter hands out 0, 1, 2, ... to concurrent callers.
 type atomicCounter struct{ n atomic.Int64 }
 
+// next returns the next number.
 func (c *atomicCounter) next() int { return int(c.n.Add(1) - 1) }
 
 // benchWebhookCmd is "subrole bench webhook".
