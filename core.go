@@ -92,9 +92,15 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// AcceptEvent records e in the inbox, deduplicated by message id, in one
-// commit. When it returns nil the event is on disk and will be applied; a
-// duplicate returns true and changes nothing.
+// AcceptEvent records e, deduplicated by message id, in one commit. When it
+// returns nil the event is on disk; a duplicate returns true and changes
+// nothing.
+//
+// When no earlier event waits in the inbox, the event is applied in that
+// same commit (subscription state, audit entry and role job), so one fsync
+// both acknowledges it and queues its role change; order is kept because
+// nothing older is pending. Otherwise, or when applying it fails, it is
+// appended to the inbox, which Run applies in order.
 func (s *Service) AcceptEvent(ctx context.Context, e Event) (duplicate bool, err error) {
 	if e.Received.IsZero() {
 		e.Received = s.now()
@@ -102,26 +108,61 @@ func (s *Service) AcceptEvent(ctx context.Context, e Event) (duplicate bool, err
 	if e.Sent.IsZero() {
 		e.Sent = e.Received
 	}
-	err = s.store.Update(ctx, func(tx Tx) error {
-		seen, err := tx.SeenMessage(e.MessageID)
-		if err != nil || seen {
-			duplicate = seen
+	var queued, jobs int
+	accept := func(inline bool) error {
+		return s.store.Update(ctx, func(tx Tx) error {
+			duplicate, queued, jobs = false, 0, 0
+			seen, err := tx.SeenMessage(e.MessageID)
+			if err != nil || seen {
+				duplicate = seen
+				return err
+			}
+			if err := tx.MarkSeen(e.MessageID, e.Received); err != nil {
+				return err
+			}
+			if inline {
+				waiting, err := tx.Inbox(0, 1)
+				if err != nil {
+					return err
+				}
+				if len(waiting) == 0 {
+					j, err := s.apply(tx, e)
+					if err != nil {
+						return &inlineError{err}
+					}
+					jobs = j
+					return nil
+				}
+			}
+			queued = 1
+			_, err = tx.AppendInbox(e)
 			return err
-		}
-		if err := tx.MarkSeen(e.MessageID, e.Received); err != nil {
-			return err
-		}
-		_, err = tx.AppendInbox(e)
-		return err
-	})
+		})
+	}
+	err = accept(true)
+	var ie *inlineError
+	if errors.As(err, &ie) {
+		// Applying it failed: keep it in the inbox, where Run retries it and
+		// sets it aside if it never applies. The webhook still gets its 2xx.
+		err = accept(false)
+	}
 	if err != nil {
 		return false, fmt.Errorf("subrole: accept event %s: %w", e.MessageID, err)
 	}
-	if !duplicate {
+	if queued > 0 {
 		signal(s.inboxReady)
+	}
+	if jobs > 0 {
+		signal(s.outboxReady)
 	}
 	return duplicate, nil
 }
+
+// inlineError marks a failure to apply an event while accepting it.
+type inlineError struct{ err error }
+
+func (e *inlineError) Error() string { return "apply: " + e.err.Error() }
+func (e *inlineError) Unwrap() error { return e.err }
 
 // RecordRevocation records that Twitch revoked one of our EventSub
 // subscriptions, deduplicated by message id, with an audit entry.
