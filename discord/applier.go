@@ -196,16 +196,20 @@ func (a *Applier) Run(ctx context.Context) error {
 					queue[r.member] = p
 					order = append([]string{r.member}, order...)
 				}
-				backoff = min(max(backoff*2, minB), maxB)
-				wait := max(backoff, r.retryIn)
-				wait += time.Duration(rand.Int64N(int64(wait)/4 + 1))
-				level := slog.LevelWarn
-				if backoff == maxB {
-					level = slog.LevelError // failing for a while: someone should look
+				if paused == nil {
+					// One pause per round: the other calls of this round
+					// failing too must not stretch it.
+					backoff = min(max(backoff*2, minB), maxB)
+					wait := max(backoff, r.retryIn)
+					wait += time.Duration(rand.Int64N(int64(wait)/4 + 1))
+					level := slog.LevelWarn
+					if backoff == maxB {
+						level = slog.LevelError // failing for a while: someone should look
+					}
+					log.Log(ctx, level, "discord: role change failed, retrying; the change waits in the outbox",
+						"discord_user", r.member, "err", r.transient, "retry_in", wait)
+					paused = time.After(wait)
 				}
-				log.Log(ctx, level, "discord: role change failed, retrying; the change waits in the outbox",
-					"discord_user", r.member, "err", r.transient, "retry_in", wait)
-				paused = time.After(wait)
 			} else {
 				backoff = 0
 			}
