@@ -72,6 +72,13 @@ type Commands struct {
 
 	appOnce sync.Once
 	appID   chan string // receives the application id from READY
+
+	// Interactions in flight, so Close can stop them before the store closes.
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+	life     context.Context
+	stop     context.CancelFunc
 }
 
 // The permission bits the admin group needs.
@@ -111,7 +118,33 @@ func (c *Commands) log() *slog.Logger {
 }
 
 func (c *Commands) init() {
-	c.appOnce.Do(func() { c.appID = make(chan string, 1) })
+	c.appOnce.Do(func() {
+		c.appID = make(chan string, 1)
+		c.life, c.stop = context.WithCancel(context.Background())
+	})
+}
+
+// begin registers an interaction in flight; false once Close was called.
+func (c *Commands) begin() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.inflight.Add(1)
+	return true
+}
+
+// Close stops handling interactions: later ones are ignored, the work of
+// those in flight is cancelled (their replies still say so), and Close
+// returns when they are done. Call it before the store and the session close.
+func (c *Commands) Close() {
+	c.init()
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.stop()
+	c.inflight.Wait()
 }
 
 // Attach adds the interaction and READY handlers to the session. Call it
@@ -152,9 +185,10 @@ func (c *Commands) Register(ctx context.Context) error {
 
 // handle answers one interaction; discordgo calls it on its own goroutine.
 func (c *Commands) handle(i *discordgo.InteractionCreate) {
-	if i.Type != discordgo.InteractionApplicationCommand {
+	if i.Type != discordgo.InteractionApplicationCommand || !c.begin() {
 		return
 	}
+	defer c.inflight.Done()
 	log := c.log()
 	data := i.ApplicationCommandData()
 	user := i.User
@@ -189,7 +223,7 @@ func (c *Commands) handle(i *discordgo.InteractionCreate) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(c.life, timeout)
 	defer cancel()
 	var content string
 	var components []discordgo.MessageComponent
@@ -426,7 +460,7 @@ func (c *Commands) resyncAll(log *slog.Logger, admin *discordgo.User, in *discor
 	if every <= 0 {
 		every = 3 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(c.life, timeout)
 	defer cancel()
 	log = log.With("subcommand", "resync-all")
 	log.Info("discord: admin started a resync of every member", "admin", admin.ID)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/subrole/subrole"
@@ -27,6 +28,15 @@ type linking struct {
 	// onBroadcasterConnected, if set before serving, runs after the
 	// broadcaster authorized subrole (EventSub re-sync, reconcile).
 	onBroadcasterConnected func()
+	// dms are the link summaries being sent, waited for by close.
+	dms sync.WaitGroup
+}
+
+// close stops the interaction handlers and waits for link summaries being
+// sent, so nothing uses the session or the store after they close.
+func (lk *linking) close() {
+	lk.commands.Close()
+	lk.dms.Wait()
 }
 
 // newLinking wires member linking. onBadRequest, if set, receives every
@@ -71,11 +81,11 @@ func newLinking(ctx context.Context, cfg *config, log *slog.Logger, svc *subrole
 			if !cfg.LinkDM {
 				return
 			}
-			go func() {
+			lk.dms.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				notifier.Linked(ctx, res)
-			}()
+			})
 		},
 		OnBroadcasterConnected: func(tok subrole.BroadcasterToken) {
 			lk.broadcaster.Connected(tok)

@@ -168,6 +168,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	}
 	stopWork()
 	wg.Wait()
+	lk.close() // interactions in flight and link summaries, before the bot and the store close
 	return err
 }
 
