@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -146,4 +147,32 @@ func settingsTable() string {
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.name, def, strings.ReplaceAll(help, "|", "\\|"))
 	}
 	return b.String()
+}
+
+func TestReadyzDetailsOnlyForThisHost(t *testing.T) {
+	none := func() []string { return nil }
+	warn := func() []string {
+		return []string{"the last reconcile pass failed (retrying): helix said secret detail"}
+	}
+	down := func() []string { return []string{"no TLS certificate yet: acme said secret detail"} }
+	for _, tt := range []struct {
+		remote           string
+		problems, warns  func() []string
+		status           int
+		want, wantAbsent string
+	}{
+		{"127.0.0.1:5000", none, warn, 200, "helix said secret detail", ""},
+		{"[::1]:5000", down, none, 503, "acme said secret detail", ""},
+		{"203.0.113.9:5000", none, warn, 200, "warning: the last reconcile pass failed (retrying)\n", "secret"},
+		{"203.0.113.9:5000", down, none, 503, "not ready: no TLS certificate yet\n", "secret"},
+	} {
+		r := httptest.NewRequest("GET", "/readyz", nil)
+		r.RemoteAddr = tt.remote
+		w := httptest.NewRecorder()
+		handleReadyz(tt.problems, tt.warns)(w, r)
+		body := w.Body.String()
+		if w.Code != tt.status || !strings.Contains(body, tt.want) || (tt.wantAbsent != "" && strings.Contains(body, tt.wantAbsent)) {
+			t.Errorf("from %s: %d %q, want %d with %q", tt.remote, w.Code, body, tt.status, tt.want)
+		}
+	}
 }
