@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -61,7 +62,8 @@ type Applier struct {
 	// MinBackoff and MaxBackoff bound the pause after a transient failure.
 	// Zero means 100 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
-	// OnApplied, if set, is called after each member is handled (from worker goroutines).
+	// OnApplied, if set, is called after each member is handled and its jobs
+	// are removed from the outbox (from the completer goroutine).
 	OnApplied func(Applied)
 }
 
@@ -107,19 +109,27 @@ func (a *Applier) Run(ctx context.Context) error {
 		inflight = map[string]*pending{}
 		results  = make(chan result, workers)
 		work     = make(chan *pending)
+		done     = make(chan completion, 4*workers)
 		backoff  time.Duration
 		paused   <-chan time.Time // non-nil while backing off
 		more     = true           // the outbox may hold unread jobs
 		readErrs int
 	)
+	var workersDone, completerDone sync.WaitGroup
 	for range workers {
-		go func() {
+		workersDone.Go(func() {
 			for p := range work {
-				results <- a.handle(ctx, log, p)
+				results <- a.handle(ctx, log, p, done)
 			}
-		}()
+		})
 	}
-	defer close(work)
+	completerDone.Go(func() { a.complete(ctx, log, done) })
+	defer func() {
+		close(work)
+		workersDone.Wait()
+		close(done)
+		completerDone.Wait()
+	}()
 
 	read := func() {
 		for more && len(queue)+len(inflight) < maxPending {
@@ -223,7 +233,7 @@ func (a *Applier) Run(ctx context.Context) error {
 
 // handle applies one member's coalesced jobs and completes them unless the
 // failure is transient.
-func (a *Applier) handle(ctx context.Context, log *slog.Logger, p *pending) result {
+func (a *Applier) handle(ctx context.Context, log *slog.Logger, p *pending, done chan<- completion) result {
 	now := time.Now
 	if a.Now != nil {
 		now = a.Now
@@ -288,15 +298,76 @@ func (a *Applier) handle(ctx context.Context, log *slog.Logger, p *pending) resu
 		log.Error("discord: role change failed for good", "discord_user", j.DiscordUserID,
 			"twitch_user", j.TwitchUserID, "event_id", j.EventID, "err", err, "fix", fixFor(err))
 	}
-	// Completing must not be cut short by shutdown: the calls were made.
-	if cerr := a.Outbox.CompleteRoleJobs(context.WithoutCancel(ctx), p.seqs, []subrole.AuditEntry{entry}); cerr != nil {
-		return result{member: j.DiscordUserID, transient: cerr}
-	}
-	out.Done = now()
-	if a.OnApplied != nil {
-		a.OnApplied(out)
-	}
+	// The completer removes the jobs and records the audit entry, grouping
+	// what several workers finish into one commit; the worker moves on.
+	done <- completion{seqs: p.seqs, audit: entry, out: out}
 	return result{member: j.DiscordUserID}
+}
+
+// completeWithRetry removes finished jobs, retrying a failed commit with
+// backoff: the read cursor has moved past them, so until they are removed a
+// restart would check them again. It gives up only when shutting down.
+func (a *Applier) completeWithRetry(ctx context.Context, seqs []uint64, audit []subrole.AuditEntry) error {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := a.Outbox.CompleteRoleJobs(context.WithoutCancel(ctx), seqs, audit)
+		if err == nil || (ctx.Err() != nil && attempt >= 3) {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// completion is a handled member whose jobs are to be removed from the outbox.
+type completion struct {
+	seqs  []uint64
+	audit subrole.AuditEntry
+	out   Applied
+}
+
+// complete removes handled jobs from the outbox, everything that is waiting
+// in one commit, until done is closed and drained. Completing is not cut
+// short by shutdown: the calls were made. If a commit fails the jobs stay in
+// the store and are checked again (a no-op) after the next start.
+func (a *Applier) complete(ctx context.Context, log *slog.Logger, done <-chan completion) {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	for c := range done {
+		batch := []completion{c}
+	more:
+		for len(batch) < 500 {
+			select {
+			case c, ok := <-done:
+				if !ok {
+					break more
+				}
+				batch = append(batch, c)
+			default:
+				break more
+			}
+		}
+		var seqs []uint64
+		audit := make([]subrole.AuditEntry, 0, len(batch))
+		for _, c := range batch {
+			seqs = append(seqs, c.seqs...)
+			audit = append(audit, c.audit)
+		}
+		if err := a.completeWithRetry(ctx, seqs, audit); err != nil {
+			log.Error("discord: recording finished role changes failed; they are checked again after a restart (no change is made twice)",
+				"jobs", len(seqs), "err", err)
+			continue
+		}
+		t := now()
+		for _, c := range batch {
+			c.out.Done = t
+			if a.OnApplied != nil {
+				a.OnApplied(c.out)
+			}
+		}
+	}
 }
 
 // failure kinds of a Discord call.

@@ -130,6 +130,8 @@ type memOutbox struct {
 	seq   uint64
 	audit []subrole.AuditEntry
 	ready chan struct{}
+
+	failCompletes int // the next CompleteRoleJobs calls that fail
 }
 
 func newOutbox() *memOutbox { return &memOutbox{ready: make(chan struct{}, 1)} }
@@ -163,6 +165,10 @@ func (o *memOutbox) RoleJobs(_ context.Context, after uint64, max int) ([]subrol
 func (o *memOutbox) CompleteRoleJobs(_ context.Context, seqs []uint64, audit []subrole.AuditEntry) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.failCompletes > 0 {
+		o.failCompletes--
+		return errors.New("store: disk full")
+	}
 	o.jobs = slices.DeleteFunc(o.jobs, func(j subrole.RoleJob) bool { return slices.Contains(seqs, j.Seq) })
 	o.audit = append(o.audit, audit...)
 	return nil
@@ -356,6 +362,8 @@ func TestApplierPermanentFailures(t *testing.T) {
 	}{
 		{"missing permissions", func(s *discordtest.Server) { s.AddMember("1", "alice"); s.SetUnmanageable(tier1) }, "Manage Roles"},
 		{"unknown member", func(s *discordtest.Server) {}, "left the server"},
+		// Deleted after the start-up check passed.
+		{"unknown role", func(s *discordtest.Server) { s.AddMember("1", "alice") }, "role was deleted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -363,6 +371,9 @@ func TestApplierPermanentFailures(t *testing.T) {
 			tt.setup(srv)
 			out := newOutbox()
 			h := startApplier(t, srv, out)
+			if tt.name == "unknown role" {
+				srv.RemoveRole(tier1)
+			}
 			out.add("1", tier1)
 			a := h.waitApplied(t)
 			if a.Err == nil {
@@ -494,5 +505,23 @@ func TestApplierClassifiesFailures(t *testing.T) {
 				t.Fatalf("%d attempts, want 6", n)
 			}
 		})
+	}
+}
+
+// TestApplierRetriesCompletion: when recording a finished change fails, the
+// applier retries until the jobs are removed, without calling Discord again.
+func TestApplierRetriesCompletion(t *testing.T) {
+	srv := newFake(t)
+	srv.AddMember("1", "alice")
+	out := newOutbox()
+	out.failCompletes = 2
+	h := startApplier(t, srv, out)
+	out.add("1", linked, tier1)
+	a := h.waitApplied(t)
+	if a.Err != nil || out.pending() != 0 {
+		t.Fatalf("applied %+v, %d jobs left", a, out.pending())
+	}
+	if n := len(srv.CallsMatching("PUT", "")); n != 2 {
+		t.Fatalf("%d role writes, want 2 (no repeat)", n)
 	}
 }

@@ -42,6 +42,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -398,6 +399,17 @@ func (s *Server) AddRole(id, name string, position int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.roles[id] = &role{id: id, name: name, position: position}
+}
+
+// RemoveRole deletes a role from the guild and from every member holding
+// it, as deleting a role in Discord does; later calls naming it get 10011.
+func (s *Server) RemoveRole(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.roles, id)
+	for _, m := range s.members {
+		m.roles = slices.DeleteFunc(m.roles, func(r string) bool { return r == id })
+	}
 }
 
 // AddMember adds or replaces a guild member with the given roles, silently
