@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,20 @@ func TestReconcileFixesEveryDriftKind(t *testing.T) {
 	last, ok, err := f.svc.LastReconcile(context.Background())
 	if err != nil || !ok || last.MissedEnd != 1 {
 		t.Fatalf("last reconcile %+v %v %v", last, ok, err)
+	}
+	// The drift counts are in the audit log.
+	var counted bool
+	f.db.View(context.Background(), func(tx subrole.Tx) error {
+		entries, err := tx.Audit(0, -1)
+		for _, a := range entries {
+			if a.Kind == subrole.AuditReconcile && strings.Contains(a.Detail, "missed_end=1 missed_subscribe=1 tier_change=1 gift_to_paid=1") {
+				counted = true
+			}
+		}
+		return err
+	})
+	if !counted {
+		t.Fatal("no audit entry with the drift counts")
 	}
 
 	// A second pass finds nothing.

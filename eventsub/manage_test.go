@@ -376,3 +376,52 @@ func TestOurs(t *testing.T) {
 		t.Error("websocket subscription counted as ours")
 	}
 }
+
+func TestRevocationStatuses(t *testing.T) {
+	tests := []struct {
+		name        string
+		rev         subrole.Revocation
+		wantErr     error  // errors.Is
+		wantErrText string // or a substring
+		creates     bool
+	}{
+		{"user removed", subrole.Revocation{Type: subrole.EventSubscribe, Version: "1", Status: StatusUserRemoved}, ErrNeedsBroadcaster, "", false},
+		{"version removed, an older one", subrole.Revocation{Type: subrole.EventSubscribe, Version: "0", Status: StatusVersionRemoved}, nil, "", true},
+		{"version removed, the newest we know", subrole.Revocation{Type: subrole.EventSubscribe, Version: "1", Status: StatusVersionRemoved}, nil, "upgrade subrole", false},
+		{"authorization revoke subscription revoked", subrole.Revocation{Type: subrole.EventAuthorizationRevoke, Version: "1", Status: StatusAuthRevoked}, nil, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := &memAPI{}
+			m, logs := newManager(api)
+			if _, err := m.Sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			api.byStatus()
+			// Twitch marks the subscription revoked.
+			api.mu.Lock()
+			for i := range api.subs {
+				if api.subs[i].Type == string(tt.rev.Type) {
+					api.subs[i].Status = tt.rev.Status
+				}
+			}
+			api.mu.Unlock()
+			creates := api.creates
+			_, err := m.HandleRevocation(context.Background(), tt.rev)
+			switch {
+			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			case tt.wantErrText != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErrText)):
+				t.Fatalf("err = %v, want %q", err, tt.wantErrText)
+			case tt.wantErr == nil && tt.wantErrText == "" && err != nil:
+				t.Fatalf("err = %v", err)
+			}
+			if got := api.creates > creates; got != tt.creates {
+				t.Fatalf("re-created: %v, want %v", got, tt.creates)
+			}
+			if err != nil && !strings.Contains(logs.String(), "level=ERROR") {
+				t.Fatal("no error-level alert")
+			}
+		})
+	}
+}
