@@ -258,6 +258,24 @@ const (
 	AuditNotice      AuditKind = "notice"
 )
 
+// PendingLink reports whether a Discord member started a /link round trip
+// that is not finished yet (not used, not voided, not expired), and when the
+// newest such one expires. /status shows it as a pending relink.
+func (s *Service) PendingLink(ctx context.Context, discordUserID string) (expires time.Time, pending bool, err error) {
+	err = s.store.View(ctx, func(tx Tx) error {
+		return tx.ForEachOAuthState(PurposeLink, s.now(), func(st OAuthState) error {
+			if st.DiscordUserID == discordUserID && st.Used.IsZero() && st.Void == "" {
+				expires, pending = st.Expires, true // soonest first: the last one is the newest
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("subrole: pending link of %s: %w", discordUserID, err)
+	}
+	return expires, pending, nil
+}
+
 // Member returns the link and subscription state of a Discord member. A
 // member who is not linked returns an error wrapping ErrNotFound.
 func (s *Service) Member(ctx context.Context, discordUserID string) (Member, error) {

@@ -248,3 +248,27 @@ func TestResyncKeepsAFreshEvent(t *testing.T) {
 		t.Fatalf("link after resync ended a fresh subscription: %+v %v", res.Sub, err)
 	}
 }
+
+func TestPendingLink(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, policy)
+	if _, pending, err := f.svc.PendingLink(ctx, alice); err != nil || pending {
+		t.Fatalf("before /link: %v %v", pending, err)
+	}
+	state, err := f.svc.NewOAuthState(ctx, subrole.PurposeLink, alice, "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, pending, err := f.svc.PendingLink(ctx, alice)
+	if err != nil || !pending || !exp.Equal(f.clock.Now().Add(subrole.StateTTL)) {
+		t.Fatalf("after /link: %v %v %v", exp, pending, err)
+	}
+	if _, pending, _ := f.svc.PendingLink(ctx, bob); pending {
+		t.Fatal("bob has alice's pending link")
+	}
+	_ = state
+	f.clock.Add(subrole.StateTTL)
+	if _, pending, _ := f.svc.PendingLink(ctx, alice); pending {
+		t.Fatal("an expired /link is still pending")
+	}
+}

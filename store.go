@@ -98,6 +98,10 @@ type Tx interface {
 	// max of them, and returns how many it removed. It visits only expired
 	// states, however many are pending.
 	PruneOAuthStates(now time.Time, max int) (int, error)
+	// ForEachOAuthState calls fn for every stored state of purpose p that
+	// expires after now, used or not, soonest first, until fn returns an
+	// error, which it returns.
+	ForEachOAuthState(p OAuthPurpose, now time.Time, fn func(OAuthState) error) error
 	// CountOAuthStates returns how many stored states of purpose p expire
 	// after now, used or not, counting at most limit of them (limit < 0:
 	// no limit). It costs at most limit steps, whatever is stored.

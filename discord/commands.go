@@ -23,6 +23,9 @@ type Members interface {
 	// Unlink removes the link and queues the removal of the managed roles;
 	// an error wrapping subrole.ErrNotFound when they are not linked.
 	Unlink(ctx context.Context, discordUserID, why string) error
+	// PendingLink reports an unfinished /link round trip of the member and
+	// when it expires.
+	PendingLink(ctx context.Context, discordUserID string) (expires time.Time, pending bool, err error)
 }
 
 // LinkURLs makes the URL of the /link button; the web package's Handler
@@ -337,12 +340,20 @@ func (c *Commands) status(ctx context.Context, log *slog.Logger, target, who str
 	if err != nil {
 		return c.failed(log, "reading the status", err)
 	}
-	return who + " " + StatusText(m)
+	relink, pending, err := c.Members.PendingLink(ctx, target)
+	if err != nil {
+		return c.failed(log, "reading the status", err)
+	}
+	if !pending {
+		relink = time.Time{}
+	}
+	return who + " " + StatusText(m, relink)
 }
 
 // StatusText describes a member's link and subscription for /status and
-// /subrole who, after "You are" or "<member> is".
-func StatusText(m subrole.Member) string {
+// /subrole who, after "You are" or "<member> is". relink is when an
+// unfinished /link of the member expires (zero: none).
+func StatusText(m subrole.Member, relink time.Time) string {
 	s := m.Sub
 	var b strings.Builder
 	fmt.Fprintf(&b, "linked to the Twitch account **%s** (since %s).\n", escape(orID(m.Link.TwitchLogin, m.Link.TwitchUserID)), stamp(m.Link.Linked, "D"))
@@ -371,7 +382,11 @@ func StatusText(m subrole.Member) string {
 	} else {
 		b.WriteString("Last event: none yet\n")
 	}
-	b.WriteString("Relink pending: no")
+	if relink.IsZero() {
+		b.WriteString("Relink pending: no")
+	} else {
+		fmt.Fprintf(&b, "Relink pending: yes, a /link waits to be finished on Twitch (its button expires %s)", stamp(relink, "R"))
+	}
 	return b.String()
 }
 
@@ -442,7 +457,7 @@ func (c *Commands) admin(ctx context.Context, log *slog.Logger, admin *discordgo
 			return "Resync failed: " + err.Error()
 		}
 		log.Info("discord: admin resync", "admin", admin.ID, "twitch_user", m.Link.TwitchUserID, "tier", m.Sub.Tier.String())
-		return "Resynced from Twitch; roles are being reapplied. " + mention + " is " + StatusText(m)
+		return "Resynced from Twitch; roles are being reapplied. " + mention + " is " + StatusText(m, time.Time{})
 	}
 	return "Unknown subcommand."
 }

@@ -200,6 +200,28 @@ func (t *tx) PruneOAuthStates(now time.Time, max int) (int, error) {
 	return len(keys), nil
 }
 
+// ForEachOAuthState walks the live part of p's expiry index and calls fn
+// with each state, soonest expiry first.
+func (t *tx) ForEachOAuthState(p subrole.OAuthPurpose, now time.Time, fn func(subrole.OAuthState) error) error {
+	states := t.bucket(bucketOAuthStates)
+	c := t.bucket(bucketOAuthExpiry).Cursor()
+	for k, _ := c.Seek(expiryBound(p, now.Add(1))); k != nil && k[0] == byte(p); k, _ = c.Next() {
+		t.oauthWorked(1)
+		var s subrole.OAuthState
+		ok, err := get(states, k[9:], &s)
+		if err != nil {
+			return fmt.Errorf("store: oauth state: %w", err)
+		}
+		if !ok {
+			continue // checkOAuthIndex reports it; nothing to show
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // CountOAuthStates returns how many stored states of purpose p expire after
 // now, used or not, counting at most limit of them (limit < 0 means no
 // limit). It walks the live part of p's expiry index and decodes nothing.

@@ -184,13 +184,23 @@ func TestLinkRoundTrip(t *testing.T) {
 
 	// /status tells alice what she has; /link again offers to switch.
 	st := w.command(t, alice, "status")
-	for _, want := range []string{"alice\\_tv", "Tier 2", "Gift: yes", "Relink pending: no"} {
+	for _, want := range []string{"alice\\_tv", "Tier 2", "Gift: yes"} {
 		if !strings.Contains(st, want) {
 			t.Errorf("/status lacks %q:\n%s", want, st)
 		}
 	}
 	if again := w.command(t, alice, "link"); !strings.Contains(again, "You are linked to the Twitch account **alice\\_tv**") {
 		t.Errorf("/link when linked: %q", again)
+	}
+	// A /link started and not finished shows as a pending relink.
+	if st := w.command(t, bob, "status"); !strings.Contains(st, "Relink pending: no") {
+		t.Errorf("/status of bob, whose one /link finished:\n%s", st)
+	}
+	if _, err := w.slashLink(ctx, bob); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.command(t, bob, "status"); !strings.Contains(st, "Relink pending: yes") {
+		t.Errorf("/status after an unfinished /link:\n%s", st)
 	}
 
 	// Admin commands need Manage Roles.
