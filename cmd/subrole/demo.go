@@ -17,6 +17,7 @@ import (
 	"github.com/subrole/subrole"
 	"github.com/subrole/subrole/discord"
 	"github.com/subrole/subrole/discord/discordtest"
+	"github.com/subrole/subrole/store"
 	"github.com/subrole/subrole/twitch/twitchtest"
 )
 
@@ -64,6 +65,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() {
 		served <- serve(svcCtx, cfg, newLogger(cfg, stderr), hooks{
 			listener: ln,
+			opened:   func(db *store.Store) { d.db = db },
 			started:  func(s *subrole.Service) { started <- s },
 			applied:  func(a discord.Applied) { d.applied <- a },
 		})
@@ -95,6 +97,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type story struct {
 	w       *world
 	svc     *subrole.Service
+	db      *store.Store // to show that refused or repeated messages stored nothing
 	out     io.Writer
 	applied chan discord.Applied
 
@@ -154,7 +157,7 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 			d.say("/link → ephemeral button → /link/start (browser cookie) → Discord authorize → /discord_callback (it is %s) → Twitch authorize → /twitch_callback → \"Linked\" page (%s, not subscribed)", v.name, v.login)
 		}
 	}
-	if err := d.expect(len(cast)+len(recipients), 3); err != nil {
+	if err := d.expect(len(cast)+len(recipients), -1); err != nil {
 		return err
 	}
 	d.step("someone opens alice's callback URL again (a replay of her code and state)")
@@ -219,7 +222,7 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 			return err
 		}
 	}
-	if err := d.expect(1+len(recipients), 4); err != nil {
+	if err := d.expect(1+len(recipients), -1); err != nil {
 		return err
 	}
 
@@ -232,25 +235,38 @@ func (d *story) play(ctx context.Context, outage time.Duration) error {
 	}
 
 	d.step("Twitch delivers alice's resub message again (same message id)")
+	before, err := d.stored(ctx)
+	if err != nil {
+		return err
+	}
 	if err := d.send(ctx, resub, 204); err != nil {
 		return err
 	}
 	if err := d.expectNothing(300 * time.Millisecond); err != nil {
 		return err
 	}
-	d.say("acknowledged as a duplicate; no role change")
+	if err := d.unchanged(ctx, before); err != nil {
+		return err
+	}
+	d.say("acknowledged (204) as a duplicate: nothing stored, no role change")
 
 	d.step("someone forges an event with a bad signature")
 	forged := tw.Subscribe(carol.twitchID(), carol.login, "3000", false)
 	forged.Secret = "not-the-secret"
 	forged.Sign()
+	if before, err = d.stored(ctx); err != nil {
+		return err
+	}
 	if err := d.send(ctx, forged, 403); err != nil {
 		return err
 	}
 	if err := d.expectNothing(300 * time.Millisecond); err != nil {
 		return err
 	}
-	d.say("rejected with 403; nothing stored, no role change")
+	if err := d.unchanged(ctx, before); err != nil {
+		return err
+	}
+	d.say("rejected with 403: nothing stored, no role change")
 
 	d.step("Discord goes down (every call answers 500) and carol subscribes at tier 2")
 	d.w.discord.SetOutage(discordtest.Outage500)
@@ -316,6 +332,33 @@ func (d *story) expect(n, show int) error {
 		case <-timeout:
 			return fmt.Errorf("waited 15s for %d role changes, saw %d", n, i)
 		}
+	}
+	return nil
+}
+
+// storedCounts is how much the service has stored: every change, event and
+// role change leaves an audit entry.
+type storedCounts struct{ audit int }
+
+// stored counts what the service has stored so far.
+func (d *story) stored(ctx context.Context) (storedCounts, error) {
+	var c storedCounts
+	err := d.db.View(ctx, func(tx subrole.Tx) error {
+		a, err := tx.Audit(0, -1)
+		c.audit = len(a)
+		return err
+	})
+	return c, err
+}
+
+// unchanged fails if the service stored anything since before.
+func (d *story) unchanged(ctx context.Context, before storedCounts) error {
+	after, err := d.stored(ctx)
+	if err != nil {
+		return err
+	}
+	if after != before {
+		return fmt.Errorf("the service stored something: %d audit entries before, %d after", before.audit, after.audit)
 	}
 	return nil
 }

@@ -375,3 +375,31 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestDemo runs the README's first command: the story must complete and
+// exit 0, with every step's role changes printed.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo takes a few seconds")
+	}
+	var out, errs syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := run(ctx, []string{"subrole", "demo", "-outage", "300ms"}, func(string) string { return "" }, &out, &errs); err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errs.String())
+	}
+	for _, want := range []string{
+		"alice     +Tier 1 +Subscriber",
+		"alice     +Tier 3 -Tier 1",
+		"viewer12  +Tier 1 +Subscriber",
+		"bob       -Tier 2 -Subscriber",
+		"acknowledged (204) as a duplicate: nothing stored, no role change",
+		"rejected with 403: nothing stored, no role change",
+		"carol     +Tier 2 +Subscriber",
+		"summary:",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
