@@ -66,12 +66,11 @@ func TestCrashDrill(t *testing.T) {
 // and that the webhook kept acknowledging.
 func TestOutageDrill(t *testing.T) {
 	t.Parallel()
-	// The outage is shorter than the applier's pause after its first round
-	// of failures: its backoff doubles once per failed call (4 workers: 4
-	// doublings a round), so a second round would pause it for 12.8 s and
-	// dominate the test's run time. Which failure mode it meets varies
-	// with the random seed; the long form meets all three.
-	d := &outageDrill{Members: 200, Rate: 200, Before: time.Second, Outage: 700 * time.Millisecond, After: time.Second,
+	// The outage is cut in ninths, the three failure modes in turn. The
+	// applier pauses 0.1, 0.2, 0.4, 0.8 s between rounds of failures, so
+	// its retries at about 0, 0.1, 0.3, 0.7 and 1.5 s fall into segments
+	// 0, 0, 1, 2 and 5 of a 2.7 s outage: every mode is met.
+	d := &outageDrill{Members: 200, Rate: 200, Before: time.Second, Outage: 2700 * time.Millisecond, After: time.Second,
 		Conns: 16, Dir: t.TempDir()}
 	timeout := time.Minute
 	if longDrill() {
@@ -88,6 +87,13 @@ func TestOutageDrill(t *testing.T) {
 	}
 	if rep.FailedCalls == 0 {
 		t.Error("no Discord call failed: the outage did not happen")
+	}
+	if !longDrill() {
+		for status, mode := range map[int]string{500: "500s", 429: "429s", 0: "dropped connections"} {
+			if rep.FailedByStatus[status] == 0 {
+				t.Errorf("the applier never met the %s of the outage (failures by status: %v)", mode, rep.FailedByStatus)
+			}
+		}
 	}
 	if rep.Load.Acked == 0 || len(rep.Load.ackLatencies(rep.OutageStart, rep.Healed)) == 0 {
 		t.Error("no event was acknowledged during the outage")
