@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +110,36 @@ func TestFrontendConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCertEventsAreSecurityLines: an operator alerts on security_event, so
+// the certificate's problems must be error lines with those keys.
+func TestCertEventsAreSecurityLines(t *testing.T) {
+	var logs syncBuffer
+	fe := &frontend{log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	fe.certEvent(certs.Event{Kind: certs.EventExpiring, Host: "subs.example.com", NotAfter: time.Now().Add(10 * 24 * time.Hour)})
+	fe.certEvent(certs.Event{Kind: certs.EventError, Host: "subs.example.com", Err: errors.New("acme: urn:ietf:params:acme:error:rateLimited")})
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log lines:\n%s", logs.String())
+	}
+	for i, want := range []string{`"security_event":"cert_expiring"`, `"security_event":"cert_error"`} {
+		if !strings.Contains(lines[i], `"level":"ERROR"`) || !strings.Contains(lines[i], want) || !strings.Contains(lines[i], `"host":"subs.example.com"`) {
+			t.Errorf("line %d: %s, want an ERROR line with %s", i, lines[i], want)
+		}
+	}
+	if !strings.Contains(lines[1], "rateLimited") {
+		t.Error("the CA's reason is not in the log")
+	}
+}
+
+// TestTLSOffWarns: plain HTTP is for development; the service says so.
+func TestTLSOffWarns(t *testing.T) {
+	w := newTestWorld(t)
+	w.env["SUBROLE_TLS"] = "off"
+	in := w.start(t)
+	if logs := in.logs.String(); !strings.Contains(logs, "SUBROLE_TLS=off") || !strings.Contains(logs, "level=WARN") {
+		t.Fatalf("no warning about SUBROLE_TLS=off:\n%s", logs)
 	}
 }
