@@ -475,3 +475,25 @@ func TestRefreshDoesNotOverwriteANewConnection(t *testing.T) {
 		t.Fatalf("token %q %v, want the new connection's", got, err)
 	}
 }
+
+// TestRunValidatesPeriodically: Run validates at start and again every
+// ValidateEvery (an hour in production).
+func TestRunValidatesPeriodically(t *testing.T) {
+	f, _ := newFixture(t, 4*time.Hour, twitchtest.ScopeChannelSubscriptions)
+	b := twitch.NewBroadcaster(twitch.BroadcasterConfig{Client: f.c, Store: f.db, BroadcasterID: f.tw.BroadcasterID(),
+		ConnectURL: "https://subs.example/broadcaster/connect", Now: f.clock.Now, ValidateEvery: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(f.tw.CallsTo("GET", "/oauth2/validate")) < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(f.tw.CallsTo("GET", "/oauth2/validate")); n < 3 {
+		t.Fatalf("%d validations, want one at start and more every ValidateEvery", n)
+	}
+	if b.Status().State != twitch.StateConnected {
+		t.Fatalf("status %+v", b.Status())
+	}
+}
