@@ -7,13 +7,18 @@
 // the work: events in, subscription state updated, role jobs out.
 //
 // Adapters live in subpackages and never import each other: eventsub (the
-// Twitch webhook), store (bbolt), discord (the bot). cmd/subrole wires them.
+// Twitch webhook), store (bbolt), discord (the bot), twitch (OAuth and
+// Helix), web (the browser pages). cmd/subrole wires them.
 //
 // The flow of one Twitch event:
 //
-//	eventsub: verify, decode ──▶ Service.AcceptEvent ──▶ Store.AcceptEvent (dedupe + inbox, one commit)
-//	Service.Run: inbox ──▶ apply to Subscription ──▶ DesiredRoles ──▶ outbox (+ audit, same commit)
+//	eventsub: verify, decode ──▶ Service.AcceptEvent: one commit = dedupe by message id
+//	    + apply to Subscription ──▶ DesiredRoles ──▶ role job in the outbox + audit entry
+//	    (or, while older events wait, an inbox entry that Service.Run applies in order)
 //	discord: outbox ──▶ read member ──▶ Diff(actual, desired) ──▶ role calls ──▶ job done
+//
+// Linking (CompleteLink), reconcile passes against Helix (Reconcile) and
+// grace-period checks end in the same DesiredRoles and the same outbox.
 //
 // Roles are desired state, not commands: every path ends in DesiredRoles, so
 // applying a job twice, or late, is harmless.
