@@ -273,11 +273,11 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 	}
 	slices.SortFunc(fixes, func(a, b HelixSubscription) int { return strings.Compare(a.UserID, b.UserID) })
 
-	// Apply them in commits of a bounded size, re-reading each state inside
-	// the commit so an event applied meanwhile wins.
+	// Apply them in small commits, re-reading each state inside the commit
+	// so an event applied meanwhile wins.
 	progress(StageApply, rep)
 	fixed := map[string]bool{} // Twitch users given a role job by this pass
-	for chunk := range slices.Chunk(fixes, 500) {
+	for chunk := range slices.Chunk(fixes, fixChunk) {
 		var delta ReconcileReport
 		var jobsFor []string
 		err := s.store.Update(ctx, func(tx Tx) error {
@@ -355,6 +355,14 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 	return rep, nil
 }
 
+// fixChunk and repairChunk are how many Twitch users' drift, and how many
+// members' roles, a pass fixes per commit: few enough that one commit stays
+// short beside the webhook's.
+const (
+	fixChunk    = 100
+	repairChunk = 100
+)
+
 // reconcileOne makes one Twitch user's state agree with Helix, whose facts
 // are stamped observed, and returns the role jobs it queued.
 func (s *Service) reconcileOne(tx Tx, h HelixSubscription, observed time.Time, rep *ReconcileReport) (int, error) {
@@ -410,12 +418,15 @@ func (s *Service) desiredForTier(t Tier) []string {
 // ones and queues a job for each member whose managed roles differ. expect
 // gives a member's desired roles from the state loaded at the start of the
 // pass (false: not linked, or already given a job by this pass), so a page
-// of members costs no store read; the few that differ are checked again
-// against the store in the commit that queues their jobs. Members with a job
-// still in the outbox are left to it: Discord shows their roles before it.
+// of members costs no store read. The few that differ are checked against
+// the store in a read transaction, and only those that still differ enter a
+// commit, which checks them again so that an event applied meanwhile wins.
+// Members with a job still in the outbox are left to it: Discord shows their
+// roles before it.
 func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, expect func(string) ([]string, bool), fixed map[string]bool,
 	stripUnlinked bool, rep *ReconcileReport, progress func(ReconcileStage, ReconcileReport)) error {
 	managed := s.policy.Managed()
+	outbox := outboxWatch{jobs: map[string][]uint64{}}
 	err := roles.AllMemberRoles(ctx, func(page map[string][]string) error {
 		var candidates []string
 		for id, actual := range page {
@@ -428,66 +439,195 @@ func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, expect fu
 			return nil
 		}
 		slices.Sort(candidates)
-		var repaired int
-		err := s.store.Update(ctx, func(tx Tx) error {
-			repaired = 0
-			now := s.now()
-			jobs, err := tx.RoleJobs(0, -1)
-			if err != nil {
+		var due []string
+		err := s.store.View(ctx, func(tx Tx) error {
+			if err := outbox.refresh(tx); err != nil {
 				return err
 			}
-			pending := make(map[string]bool, len(jobs))
-			for _, j := range jobs {
-				pending[j.DiscordUserID] = true
-			}
+			now := s.now()
 			for _, id := range candidates {
-				if pending[id] {
-					continue
-				}
-				link, err := tx.LinkByDiscord(id)
-				if errors.Is(err, ErrNotFound) {
-					if !stripUnlinked {
-						continue // unlinked meanwhile
-					}
-					if err := s.queueRoles(tx, Link{DiscordUserID: id}, nil, "", now, "subrole: reconcile removed managed roles from a member who is not linked"); err != nil {
-						return err
-					}
-					repaired++
-					continue
-				}
+				busy, err := outbox.pending(tx, id)
 				if err != nil {
 					return err
 				}
-				if fixed[link.TwitchUserID] {
+				if busy {
 					continue
 				}
-				sub, err := loadSubscription(tx, link.TwitchUserID)
+				_, _, _, ok, err := s.roleRepair(tx, id, page[id], fixed, stripUnlinked, now, managed)
 				if err != nil {
 					return err
 				}
-				want := DesiredRoles(s.policy, Member{Link: link, Sub: sub}, now)
-				if Diff(page[id], want, managed).Empty() {
-					continue // an event changed them meanwhile
+				if ok {
+					due = append(due, id)
 				}
-				if err := s.queueRoles(tx, link, want, "", now, "subrole: reconcile restored roles edited by hand"); err != nil {
-					return err
-				}
-				repaired++
 			}
 			return nil
 		})
-		rep.RolesRepaired += repaired
-		rep.RoleJobs += repaired
-		if repaired > 0 {
-			signal(s.outboxReady)
+		if err != nil {
+			return err
+		}
+		seen := outbox.last // every job queued after the read has a later position
+		for chunk := range slices.Chunk(due, repairChunk) {
+			var repaired int
+			err := s.store.Update(ctx, func(tx Tx) error {
+				repaired = 0
+				queued, err := jobsAfter(tx, seen)
+				if err != nil {
+					return err
+				}
+				now := s.now()
+				for _, id := range chunk {
+					if queued[id] {
+						continue // an event or a link queued one meanwhile
+					}
+					link, want, reason, ok, err := s.roleRepair(tx, id, page[id], fixed, stripUnlinked, now, managed)
+					if err != nil {
+						return err
+					}
+					if !ok {
+						continue // an event or an unlink changed them meanwhile
+					}
+					if err := s.queueRoles(tx, link, want, "", now, reason); err != nil {
+						return err
+					}
+					repaired++
+				}
+				return nil
+			})
+			rep.RolesRepaired += repaired
+			rep.RoleJobs += repaired
+			if repaired > 0 {
+				signal(s.outboxReady)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		progress(StageDiscord, *rep)
-		return err
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("subrole: reconcile: enforce roles: %w", err)
 	}
 	return nil
+}
+
+// roleRepair reads, in tx, whether the Discord user id holding actual needs
+// a role job: it returns the job's link, desired roles and reason, and false
+// when no job is due (linked but already right or given a job by this pass,
+// or not linked and stripUnlinked is off).
+func (s *Service) roleRepair(tx Tx, id string, actual []string, fixed map[string]bool, stripUnlinked bool, now time.Time,
+	managed []string) (Link, []string, string, bool, error) {
+	link, err := tx.LinkByDiscord(id)
+	if errors.Is(err, ErrNotFound) {
+		if !stripUnlinked {
+			return Link{}, nil, "", false, nil // unlinked meanwhile
+		}
+		return Link{DiscordUserID: id}, nil, "subrole: reconcile removed managed roles from a member who is not linked", true, nil
+	}
+	if err != nil {
+		return Link{}, nil, "", false, err
+	}
+	if fixed[link.TwitchUserID] {
+		return Link{}, nil, "", false, nil
+	}
+	sub, err := loadSubscription(tx, link.TwitchUserID)
+	if err != nil {
+		return Link{}, nil, "", false, err
+	}
+	want := DesiredRoles(s.policy, Member{Link: link, Sub: sub}, now)
+	if Diff(actual, want, managed).Empty() {
+		return Link{}, nil, "", false, nil
+	}
+	return link, want, "subrole: reconcile restored roles edited by hand", true, nil
+}
+
+// outboxWatch follows, through a pass, which members have a job in the
+// outbox without reading the whole outbox each time: each refresh reads
+// only the jobs queued since the last one, and pending checks one member's
+// known jobs by position. Jobs are queued at increasing positions.
+type outboxWatch struct {
+	last    uint64              // the highest position read
+	jobs    map[string][]uint64 // Discord user id -> positions of their jobs read, ascending
+	pruneAt int                 // refresh forgets finished jobs once jobs has this many members
+}
+
+// outboxPage is how many jobs a refresh decodes at a time.
+const outboxPage = 1000
+
+// refresh reads the jobs queued since the last refresh.
+func (w *outboxWatch) refresh(tx Tx) error {
+	for {
+		jobs, err := tx.RoleJobs(w.last, outboxPage)
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			w.jobs[j.DiscordUserID] = append(w.jobs[j.DiscordUserID], j.Seq)
+			w.last = j.Seq
+		}
+		if len(jobs) < outboxPage {
+			break
+		}
+	}
+	if len(w.jobs) < max(w.pruneAt, 4096) {
+		return nil
+	}
+	// Forget the jobs before the oldest one still queued: they are done.
+	first, err := tx.RoleJobs(0, 1)
+	if err != nil {
+		return err
+	}
+	oldest := w.last + 1
+	if len(first) > 0 {
+		oldest = first[0].Seq
+	}
+	for id, seqs := range w.jobs {
+		i, _ := slices.BinarySearch(seqs, oldest)
+		if i == len(seqs) {
+			delete(w.jobs, id)
+		} else {
+			w.jobs[id] = seqs[i:]
+		}
+	}
+	w.pruneAt = 2 * len(w.jobs)
+	return nil
+}
+
+// pending reports whether a job for the Discord user id read by refresh is
+// still in the outbox.
+func (w *outboxWatch) pending(tx Tx, id string) (bool, error) {
+	seqs := w.jobs[id]
+	for i := len(seqs) - 1; i >= 0; i-- { // the newest is the likeliest to be left
+		j, err := tx.RoleJobs(seqs[i]-1, 1)
+		if err != nil {
+			return false, err
+		}
+		if len(j) == 1 && j[0].Seq == seqs[i] {
+			w.jobs[id] = seqs[:i+1]
+			return true, nil
+		}
+	}
+	delete(w.jobs, id)
+	return false, nil
+}
+
+// jobsAfter returns the Discord users with a job queued after position after.
+func jobsAfter(tx Tx, after uint64) (map[string]bool, error) {
+	queued := map[string]bool{}
+	for {
+		jobs, err := tx.RoleJobs(after, outboxPage)
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range jobs {
+			queued[j.DiscordUserID] = true
+			after = j.Seq
+		}
+		if len(jobs) < outboxPage {
+			return queued, nil
+		}
+	}
 }
 
 func (r *ReconcileReport) add(d ReconcileReport) {
