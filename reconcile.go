@@ -1,11 +1,13 @@
 package subrole
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -132,16 +134,111 @@ func (s *Service) Reconcile(ctx context.Context, src SubscriberSource, roles Mem
 	return s.ReconcileWith(ctx, ReconcileOptions{Source: src, Roles: roles})
 }
 
-// known is what a pass keeps in memory about one Twitch user: the part of
-// the stored subscription it compares with Helix, and what decides their
-// roles. A channel may have 100,000s; this stays small.
-type known struct {
-	tier     Tier // stored tier, TierNone when not active
-	isGift   bool
-	gifterID string
-	eff      Tier // the effective tier at load time (grace periods included), for role checks
-	linked   bool
-	seen     bool // Helix listed them
+// The state a pass keeps about one Twitch user, packed in one byte: the part
+// of the stored subscription it compares with Helix, what decides their
+// roles, and what the pass learned.
+const (
+	userTier     = 0b11   // stored tier, TierNone when not active
+	userEffShift = 2      // the effective tier at load time (grace periods included), for role checks
+	userGift     = 1 << 4 // the active subscription is a gift
+	userLinked   = 1 << 5
+	userSeen     = 1 << 6 // Helix listed them
+)
+
+func userFlags(tier, eff Tier, gift bool) uint8 {
+	f := uint8(tier)&userTier | uint8(eff)&userTier<<userEffShift
+	if gift {
+		f |= userGift
+	}
+	return f
+}
+
+// idTable is a list of ids packed in one byte array, searchable by id. An
+// entry keeps the index add gave it, and costs len(id)+4 bytes, plus 4 once
+// ids were added out of order (then a sorted index is built for find).
+type idTable struct {
+	arena    []byte
+	ends     []uint32 // entry i is arena[ends[i-1]:ends[i]], from 0 for i == 0
+	unsorted bool     // some id was added after a larger one
+	order    []int32  // when unsorted: the entries in id order, built by find
+}
+
+func (t *idTable) len() int { return len(t.ends) }
+
+// at returns entry i. The bytes belong to the table.
+func (t *idTable) at(i int) []byte {
+	var lo uint32
+	if i > 0 {
+		lo = t.ends[i-1]
+	}
+	return t.arena[lo:t.ends[i]]
+}
+
+// add appends id and returns its index.
+func (t *idTable) add(id string) int {
+	if n := len(t.ends); n > 0 && string(t.at(n-1)) >= id {
+		t.unsorted = true
+	}
+	t.arena = append(t.arena, id...)
+	t.ends = append(t.ends, uint32(len(t.arena)))
+	t.order = nil
+	return len(t.ends) - 1
+}
+
+// find returns the index of id, by binary search.
+func (t *idTable) find(id string) (int, bool) {
+	if t.unsorted && t.order == nil {
+		t.order = make([]int32, len(t.ends))
+		for i := range t.order {
+			t.order[i] = int32(i)
+		}
+		slices.SortStableFunc(t.order, func(a, b int32) int { return bytes.Compare(t.at(int(a)), t.at(int(b))) })
+	}
+	entry := func(p int) int {
+		if t.order != nil {
+			return int(t.order[p])
+		}
+		return p
+	}
+	p := sort.Search(len(t.ends), func(p int) bool { return string(t.at(entry(p))) >= id })
+	if p < len(t.ends) && string(t.at(entry(p))) == id {
+		return entry(p), true
+	}
+	return -1, false
+}
+
+// passState is what a pass knows about the stored state, loaded at its
+// start. See ReconcileWith for its size.
+type passState struct {
+	subs     idTable // Twitch users with an active subscription or one in its grace period
+	subFlags []uint8
+	extras   idTable // linked Twitch users not in subs
+	extraFlg []uint8
+	members  idTable // linked Discord users, in the order ForEachLink gave them
+	memberOf []int32 // their Twitch user: i is subs entry i, ^i extras entry i
+	gifters  map[string]string
+	missed   map[string]struct{} // listed by Helix, not known: missed subscribes
+}
+
+// user returns the flags of a known Twitch user, or nil.
+func (st *passState) user(twitchUserID string) *uint8 {
+	if i, ok := st.subs.find(twitchUserID); ok {
+		return &st.subFlags[i]
+	}
+	if i, ok := st.extras.find(twitchUserID); ok {
+		return &st.extraFlg[i]
+	}
+	return nil
+}
+
+// member returns the Twitch user id (the table's bytes) and the flags of
+// linked member i.
+func (st *passState) member(i int) ([]byte, uint8) {
+	if r := st.memberOf[i]; r >= 0 {
+		return st.subs.at(int(r)), st.subFlags[r]
+	}
+	r := ^st.memberOf[i]
+	return st.extras.at(int(r)), st.extraFlg[r]
 }
 
 // ReconcileWith is Reconcile with progress reports.
@@ -151,9 +248,24 @@ type known struct {
 // one delivered late, after the pass) wins over what the pass wrote, and the
 // pass leaves alone state that an event set within the window.
 //
-// Memory stays proportional to the channel with small constants: the stored
-// state is loaded once into a compact map, Helix pages are compared as they
-// arrive and only the differences are kept.
+// Memory stays proportional to the channel with small constants. The stored
+// state is loaded once, in two read transactions (subscriptions, then
+// links), into tables of packed ids searched by binary search: per Twitch
+// user with an active subscription (or one in its grace period) its id, a
+// 4-byte offset and one byte of flags (len(id)+5 bytes); per linked member
+// its Discord id, an offset and a 4-byte reference to its Twitch user
+// (len(id)+8 bytes; a linked Twitch user without a subscription adds its id
+// and 9 bytes); and the gifter of each active gifted subscription in a map.
+// With ~9-digit Twitch and ~19-digit Discord ids that is ~41 bytes per
+// linked subscriber, ~41 MB at 1,000,000, plus the slack of the tables'
+// growth (up to twice that while they grow). Helix pages are compared as
+// they arrive, and only the differences are kept, with the subscribers Helix
+// lists that are not stored at all.
+//
+// Only writes go through Update, in commits of at most 100 members: the
+// comparison of Discord's roles happens in read transactions, and the
+// commit that queues a repair re-reads only the members it repairs, so the
+// pass never holds the commit loop (which acknowledges webhooks) for long.
 func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
 	if !s.reconciling.CompareAndSwap(false, true) {
 		return ReconcileReport{}, ErrReconcileRunning
@@ -174,38 +286,47 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 	observed := rep.Started.Add(-HelixLag)
 
 	// Load what we know.
-	users := map[string]*known{}   // Twitch user id ->
-	members := map[string]string{} // Discord user id -> Twitch user id
-	var linkedIDs []string
+	st := &passState{gifters: map[string]string{}, missed: map[string]struct{}{}}
 	active := 0
 	err := s.store.View(ctx, func(tx Tx) error {
-		if err := tx.ForEachSubscription(func(sub Subscription) error {
+		return tx.ForEachSubscription(func(sub Subscription) error {
 			eff := s.policy.EffectiveTier(sub, rep.Started)
 			if !sub.Active() && !eff.Valid() {
 				return nil
 			}
-			k := &known{eff: eff}
+			f := userFlags(TierNone, eff, false)
 			if sub.Active() {
-				k.tier, k.isGift, k.gifterID = sub.Tier, sub.IsGift, sub.GifterID
+				f = userFlags(sub.Tier, eff, sub.IsGift)
+				if sub.IsGift && sub.GifterID != "" {
+					st.gifters[sub.TwitchUserID] = sub.GifterID
+				}
 				active++
 			}
-			users[sub.TwitchUserID] = k
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.ForEachLink(func(l Link) error {
-			k := users[l.TwitchUserID]
-			if k == nil {
-				k = &known{}
-				users[l.TwitchUserID] = k
-			}
-			k.linked = true
-			members[l.DiscordUserID] = l.TwitchUserID
-			linkedIDs = append(linkedIDs, l.TwitchUserID)
+			st.subs.add(sub.TwitchUserID)
+			st.subFlags = append(st.subFlags, f)
 			return nil
 		})
 	})
+	if err == nil {
+		// Links in a second read transaction, to keep each one short: while
+		// one is open, bbolt cannot remap the file for a commit that grows
+		// it, so that commit (and the webhook's acks behind it) waits for
+		// the read to end. State may change in between, as it does during
+		// the rest of the pass: every fix is checked again in its commit.
+		err = s.store.View(ctx, func(tx Tx) error {
+			return tx.ForEachLink(func(l Link) error {
+				if i, ok := st.subs.find(l.TwitchUserID); ok {
+					st.subFlags[i] |= userLinked
+					st.memberOf = append(st.memberOf, int32(i))
+				} else {
+					st.memberOf = append(st.memberOf, ^int32(st.extras.add(l.TwitchUserID)))
+					st.extraFlg = append(st.extraFlg, userLinked)
+				}
+				st.members.add(l.DiscordUserID)
+				return nil
+			})
+		})
+	}
 	if err != nil {
 		return rep, fmt.Errorf("subrole: reconcile: load state: %w", err)
 	}
@@ -219,18 +340,23 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 	compare := func(page []HelixSubscription) {
 		for _, h := range page {
 			rep.Subscribers++
-			k := users[h.UserID]
-			if k == nil { // not known as subscribed: a missed subscribe (state kept for when they link)
-				users[h.UserID] = &known{seen: true}
+			f := st.user(h.UserID)
+			if f == nil { // not known as subscribed: a missed subscribe (state kept for when they link)
+				if _, twice := st.missed[h.UserID]; twice {
+					rep.Subscribers--
+					continue
+				}
+				st.missed[h.UserID] = struct{}{}
 				fixes = append(fixes, h)
 				continue
 			}
-			if k.seen {
+			if *f&userSeen != 0 {
 				rep.Subscribers-- // listed twice (pages shifted while being read)
 				continue
 			}
-			k.seen = true
-			if k.tier != h.Tier || k.isGift != h.IsGift || (h.IsGift && k.gifterID != h.GifterID) {
+			*f |= userSeen
+			isGift := *f&userGift != 0
+			if Tier(*f&userTier) != h.Tier || isGift != h.IsGift || (h.IsGift && st.gifters[h.UserID] != h.GifterID) {
 				fixes = append(fixes, h)
 			}
 		}
@@ -239,10 +365,15 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 	if hadLast && last.Strategy == "all" {
 		estimate = max(estimate, last.Subscribers)
 	}
-	pages, batches := (estimate+99)/100+1, (len(linkedIDs)+99)/100
+	pages, batches := (estimate+99)/100+1, (st.members.len()+99)/100
 	if batches < pages {
 		rep.Strategy = "linked"
-		for chunk := range slices.Chunk(linkedIDs, 100) {
+		for lo := 0; lo < st.members.len(); lo += 100 {
+			chunk := make([]string, 0, 100)
+			for i := lo; i < min(lo+100, st.members.len()); i++ {
+				id, _ := st.member(i)
+				chunk = append(chunk, string(id))
+			}
 			got, err := src.Subscribers(ctx, chunk)
 			rep.HelixRequests++
 			if err != nil {
@@ -263,12 +394,12 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 			return rep, fmt.Errorf("subrole: reconcile: read subscribers: %w", err)
 		}
 	}
-	linkedIDs = nil
+	st.gifters, st.missed = nil, nil
 	// Stored as subscribed, not listed by Helix: a missed end (in the
 	// "linked" strategy only linked users were asked about).
-	for id, k := range users {
-		if k.tier.Valid() && !k.seen && (rep.Strategy == "all" || k.linked) {
-			fixes = append(fixes, HelixSubscription{UserID: id})
+	for i, f := range st.subFlags {
+		if Tier(f&userTier).Valid() && f&userSeen == 0 && (rep.Strategy == "all" || f&userLinked != 0) {
+			fixes = append(fixes, HelixSubscription{UserID: string(st.subs.at(i))})
 		}
 	}
 	slices.SortFunc(fixes, func(a, b HelixSubscription) int { return strings.Compare(a.UserID, b.UserID) })
@@ -305,22 +436,24 @@ func (s *Service) ReconcileWith(ctx context.Context, opts ReconcileOptions) (Rec
 		}
 		progress(StageApply, rep)
 	}
+	fixes = nil
 
 	if opts.Roles != nil {
 		progress(StageDiscord, rep)
+		var desired [4][]string // by effective tier
+		for t := range desired {
+			desired[t] = s.desiredForTier(Tier(t))
+		}
 		expect := func(discordUserID string) ([]string, bool) { // from the state loaded at the start
-			twitchID, ok := members[discordUserID]
+			i, ok := st.members.find(discordUserID)
 			if !ok {
 				return nil, opts.StripUnlinked // not linked: no managed roles, if we enforce that
 			}
-			if fixed[twitchID] {
+			twitchID, f := st.member(i)
+			if fixed[string(twitchID)] {
 				return nil, false // already given a job by this pass
 			}
-			tier := TierNone
-			if k := users[twitchID]; k != nil {
-				tier = k.eff
-			}
-			return s.desiredForTier(tier), true
+			return desired[f>>userEffShift&userTier], true
 		}
 		if err := s.enforceRoles(ctx, opts.Roles, expect, fixed, opts.StripUnlinked, &rep, progress); err != nil {
 			// The subscription part is done and recorded; only the check

@@ -299,3 +299,56 @@ func TestReconcileEnforceFollowsTheOutbox(t *testing.T) {
 		t.Fatalf("repaired %v", repaired)
 	}
 }
+
+// listTwice lists every subscriber twice, on two pages.
+type listTwice struct{ subs []subrole.HelixSubscription }
+
+func (l listTwice) AllSubscribers(ctx context.Context, fn func([]subrole.HelixSubscription) error) error {
+	for range 2 {
+		if err := fn(l.subs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l listTwice) Subscribers(context.Context, []string) ([]subrole.HelixSubscription, error) {
+	panic("not used")
+}
+
+// TestReconcileCountsASubscriberListedTwiceOnce: Helix pages shift while
+// they are read; a subscriber listed twice is one subscriber and one fix,
+// whether stored, linked only, or unknown.
+func TestReconcileCountsASubscriberListedTwiceOnce(t *testing.T) {
+	f := newFixture(t, policy)
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: twitch(0), Tier: subrole.Tier1}) // stored, tier changes
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: twitch(3), Tier: subrole.Tier1}) // stored, gifter changes
+	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: twitch(3), Tier: subrole.Tier1, IsGift: true})
+	for i := range 200 { // enough links that every subscriber page is cheaper
+		f.link(discord(100+i), twitch(100+i))
+	}
+	f.link(discord(1), twitch(1)) // linked, not stored: a missed subscribe
+	f.drain()
+	f.clock.Add(time.Hour)
+	src := listTwice{subs: []subrole.HelixSubscription{
+		{UserID: twitch(0), Tier: subrole.Tier2},
+		{UserID: twitch(1), Tier: subrole.Tier1},
+		{UserID: twitch(2), Tier: subrole.Tier3}, // not stored, not linked: a missed subscribe
+		{UserID: twitch(3), Tier: subrole.Tier1, IsGift: true, GifterID: "77"},
+	}}
+	rep, err := f.svc.Reconcile(context.Background(), src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Strategy != "all" || rep.Subscribers != 4 || rep.TierChange != 1 || rep.MissedSubscribe != 2 || rep.MissedEnd != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if s := f.sub(twitch(3)); s.GifterID != "77" {
+		t.Fatalf("gift details not recorded: %+v", s)
+	}
+	// Nothing is left for a second pass.
+	f.clock.Add(time.Hour)
+	if rep, err := f.svc.Reconcile(context.Background(), src, nil); err != nil || rep.Drifts() != 0 || rep.Subscribers != 4 {
+		t.Fatalf("second pass %+v %v", rep, err)
+	}
+}
