@@ -23,7 +23,7 @@ func BenchmarkUpdateParallel(b *testing.B) {
 			return s.Update(context.Background(), fn)
 		}},
 		{"batch", func(s *Store, fn func(subrole.Tx) error) error {
-			return s.db.Batch(func(btx *bolt.Tx) error { return fn(&tx{tx: btx}) })
+			return s.db.Batch(func(btx *bolt.Tx) error { return fn(&tx{tx: btx, seen: &s.seen}) })
 		}},
 	}
 	for _, mode := range modes {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -146,11 +147,13 @@ func (r *request) hasStarted() bool { return r.state.Load() == started }
 // -1 and the commit's error. If one fails, it rolls back and returns that
 // fn's index and error.
 func (s *Store) runTx(group []*request) (int, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	btx, err := s.db.Begin(true)
 	if err != nil {
 		return -1, fmt.Errorf("store: begin update: %w", err)
 	}
-	t := &tx{tx: btx}
+	t := &tx{tx: btx, seen: &s.seen}
 	ran := false
 	for i, r := range group {
 		if !r.start() {
@@ -167,8 +170,14 @@ func (s *Store) runTx(group []*request) (int, error) {
 		return -1, nil
 	}
 	if err := btx.Commit(); err != nil {
+		// The file may or may not hold the transaction now: believe it,
+		// not this transaction's changes.
+		if rerr := s.db.View(s.seen.load); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return -1, fmt.Errorf("store: commit: %w", err)
 	}
+	s.seen.apply(t.seenChanges)
 	s.commits.Add(1)
 	return -1, nil
 }

@@ -87,7 +87,7 @@ func TestUpdateConcurrent(t *testing.T) {
 	t.Logf("%d updates, %d commits", n, s.commits.Load())
 
 	s = reopen(t, s)
-	for _, b := range []string{bucketSeen, bucketInbox, bucketSubs} {
+	for _, b := range []string{bucketSeenByTime, bucketInbox, bucketSubs} {
 		if got := count(t, s, b); got != n {
 			t.Errorf("bucket %s holds %d entries after reopen, want %d", b, got, n)
 		}

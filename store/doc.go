@@ -17,8 +17,8 @@ bbolt's byte order is their numeric and chronological order:
 	links            Discord user id → Link
 	links_by_twitch  Twitch user id → Discord user id (each side links once)
 	subscriptions    Twitch user id → Subscription
-	seen             EventSub message id → time received (8-byte Unix nanoseconds)
-	seen_by_time     time received + message id → empty (PruneSeen walks it oldest first)
+	seen_by_time     time received + message id → empty (PruneSeen walks it oldest first;
+	                 Open reads it into the in-memory set SeenMessage answers from, see seen.go)
 	inbox            sequence → Event (accepted, not yet applied)
 	outbox           sequence → RoleJob (Seq comes from the key)
 	audit            sequence → AuditEntry (append-only; Seq comes from the key)

@@ -142,7 +142,7 @@ func TestMigrateSchema1(t *testing.T) {
 func withWork(t *testing.T, s *Store, fn func(tx *tx) error) int {
 	t.Helper()
 	n := 0
-	if err := s.db.Update(func(btx *bolt.Tx) error { return fn(&tx{tx: btx, oauthWork: &n}) }); err != nil {
+	if err := s.db.Update(func(btx *bolt.Tx) error { return fn(&tx{tx: btx, seen: &s.seen, oauthWork: &n}) }); err != nil {
 		t.Fatal(err)
 	}
 	return n

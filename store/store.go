@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,14 +15,13 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
 	bucketLinks       = "links"
 	bucketLinksTwitch = "links_by_twitch"
 	bucketSubs        = "subscriptions"
-	bucketSeen        = "seen"
 	bucketSeenByTime  = "seen_by_time"
 	bucketInbox       = "inbox"
 	bucketOutbox      = "outbox"
@@ -43,7 +41,7 @@ const defaultOpenTimeout = time.Second
 // allBuckets lists every bucket of the current schema.
 func allBuckets() []string {
 	return []string{
-		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeen, bucketSeenByTime,
+		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeenByTime,
 		bucketInbox, bucketOutbox, bucketAudit, bucketRevocations, bucketChecks, bucketMeta,
 		bucketOAuthStates, bucketBroadcaster, // schema 2 (oauth.go)
 		bucketOAuthExpiry, // schema 3 (oauth.go)
@@ -68,6 +66,15 @@ func migrations() []func(*bolt.Tx) error {
 		migrateOAuth,
 		// 2 → 3: the OAuth states' expiry index (oauth.go).
 		migrateOAuthExpiry,
+		// 3 → 4: seen message ids are kept in memory, rebuilt from
+		// seen_by_time at Open, instead of in a bucket keyed by id (seen.go).
+		func(tx *bolt.Tx) error {
+			err := tx.DeleteBucket([]byte("seen"))
+			if errors.Is(err, berrors.ErrBucketNotFound) {
+				return nil
+			}
+			return err
+		},
 	}
 }
 
@@ -106,6 +113,12 @@ type Store struct {
 	closeErr  error
 
 	commits atomic.Uint64 // read-write transactions committed by the loop
+
+	// seen is the set of seen message ids (seen.go). writeMu is held by the
+	// commit loop from the start of a transaction until seen reflects its
+	// commit, and by Check, so that Check compares the two at rest.
+	seen    seenSet
+	writeMu sync.Mutex
 }
 
 var _ subrole.Store = (*Store)(nil)
@@ -136,6 +149,10 @@ func Open(path string, opts Options) (*Store, error) {
 		requests: make(chan *request),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
+	}
+	if err := db.View(s.seen.load); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	go s.loop()
 	return s, nil
@@ -237,19 +254,21 @@ func (s *Store) View(ctx context.Context, fn func(subrole.Tx) error) error {
 		return err
 	}
 	defer s.inflight.Done()
-	return s.db.View(func(btx *bolt.Tx) error { return fn(&tx{tx: btx}) })
+	return s.db.View(func(btx *bolt.Tx) error { return fn(&tx{tx: btx, seen: &s.seen}) })
 }
 
 // Check walks the whole file and reports every inconsistency it finds, like
 // the bbolt check command: pages reachable twice, unreachable or freed and in
-// use, plus the store's own invariants (both link indexes agree, every seen
-// message id has its time index entry and the other way round). It is meant
+// use, plus the store's own invariants (both link indexes agree, the set of
+// seen message ids in memory is what the time index holds). It is meant
 // for crash drills and for operators. It holds the write lock while it runs.
 func (s *Store) Check() error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.inflight.Done()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	// bbolt's check reads the freelist, which is only safe against
 	// concurrent writers from inside a read-write transaction.
 	btx, err := s.db.Begin(true)
@@ -263,7 +282,7 @@ func (s *Store) Check() error {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 { // the file is sound, so its contents can be read
-		errs = checkIndexes(btx)
+		errs = append(checkIndexes(btx), s.seen.check(btx)...)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("store: check %s: %w", s.path, errors.Join(errs...))
@@ -290,22 +309,6 @@ func checkIndexes(btx *bolt.Tx) []error {
 		var l subrole.Link
 		if lv := links.Get(v); lv == nil || decode(lv, &l) != nil || l.TwitchUserID != string(k) {
 			errs = append(errs, fmt.Errorf("twitch index %s: discord user %s has no link to it", k, v))
-		}
-		return nil
-	})
-	seen, seenByTime := btx.Bucket([]byte(bucketSeen)), btx.Bucket([]byte(bucketSeenByTime))
-	seen.ForEach(func(k, v []byte) error {
-		if !has(seenByTime, append(bytes.Clone(v), k...)) {
-			errs = append(errs, fmt.Errorf("seen message %s: no time index entry", k))
-		}
-		return nil
-	})
-	seenByTime.ForEach(func(k, _ []byte) error {
-		_, id, err := parseTimeKey(k)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("seen time index: %w", err))
-		} else if v := seen.Get([]byte(id)); v == nil || string(v) != string(k[:8]) {
-			errs = append(errs, fmt.Errorf("seen time index %x: message %s not seen at that time", k, id))
 		}
 		return nil
 	})

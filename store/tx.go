@@ -14,6 +14,11 @@ import (
 // tx implements subrole.Tx on one bbolt transaction.
 type tx struct {
 	tx *bolt.Tx
+	// seen is the store's committed set of seen message ids (seen.go), and
+	// seenChanges this transaction's changes to it, applied to seen by the
+	// commit loop once the transaction is committed.
+	seen        *seenSet
+	seenChanges map[seenKey]int64
 	// oauthWork, if set (tests only), counts the OAuth state records
 	// decoded and index keys visited (oauth.go).
 	oauthWork *int
@@ -110,8 +115,11 @@ func forEach(b *bolt.Bucket, fn func(k, v []byte) error) error {
 }
 
 // SeenMessage reports whether an EventSub message id was recorded by MarkSeen.
+// In a View it answers from the committed set, which may already include ids
+// committed after the View began.
 func (t *tx) SeenMessage(id string) (bool, error) {
-	return t.bucket(bucketSeen).Get([]byte(id)) != nil, nil
+	_, ok := t.seenAt(keyOfSeen(id))
+	return ok, nil
 }
 
 // MarkSeen records id as received at at, replacing an earlier record of id.
@@ -127,18 +135,17 @@ func (t *tx) MarkSeen(id string, at time.Time) error {
 	if err != nil {
 		return fmt.Errorf("store: mark seen %s: %w", id, err)
 	}
-	seen, byTime := t.bucket(bucketSeen), t.bucket(bucketSeenByTime)
-	if old := seen.Get([]byte(id)); old != nil {
-		if err := byTime.Delete(append(bytes.Clone(old), id...)); err != nil {
+	byTime := t.bucket(bucketSeenByTime)
+	k := keyOfSeen(id)
+	if old, ok := t.seenAt(k); ok {
+		if err := byTime.Delete(appendTimeKey(time.Unix(0, old), id)); err != nil {
 			return fmt.Errorf("store: mark seen %s: %w", id, err)
 		}
-	}
-	if err := seen.Put([]byte(id), key[:8]); err != nil {
-		return fmt.Errorf("store: mark seen %s: %w", id, err)
 	}
 	if err := byTime.Put(key, []byte{}); err != nil {
 		return fmt.Errorf("store: mark seen %s: %w", id, err)
 	}
+	t.changeSeen(k, at.UnixNano())
 	return nil
 }
 
@@ -148,7 +155,7 @@ func (t *tx) PruneSeen(before time.Time, max int) (int, error) {
 	if err := t.writable("prune seen"); err != nil {
 		return 0, err
 	}
-	seen, byTime := t.bucket(bucketSeen), t.bucket(bucketSeenByTime)
+	byTime := t.bucket(bucketSeenByTime)
 	bound := boundKey(before)
 	// Collect first: deleting under a bbolt cursor makes it skip keys.
 	var keys [][]byte
@@ -156,15 +163,17 @@ func (t *tx) PruneSeen(before time.Time, max int) (int, error) {
 	for k, _ := c.First(); k != nil && len(keys) != max && timeKeyBefore(k, bound); k, _ = c.Next() {
 		keys = append(keys, bytes.Clone(k))
 	}
-	for _, k := range keys {
-		id := k[8:]
-		// Delete the id only if this index entry is its current record.
-		if v := seen.Get(id); v != nil && bytes.Equal(v, k[:8]) {
-			if err := seen.Delete(id); err != nil {
-				return 0, fmt.Errorf("store: prune seen: %w", err)
-			}
+	for _, key := range keys {
+		at, id, err := parseTimeKey(key)
+		if err != nil {
+			return 0, fmt.Errorf("store: prune seen: %w", err)
 		}
-		if err := byTime.Delete(k); err != nil {
+		// Forget the id only if this index entry is its current record.
+		k := keyOfSeen(id)
+		if cur, ok := t.seenAt(k); ok && cur == at.UnixNano() {
+			t.changeSeen(k, 0)
+		}
+		if err := byTime.Delete(key); err != nil {
 			return 0, fmt.Errorf("store: prune seen: %w", err)
 		}
 	}
