@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -28,6 +29,7 @@ type Service struct {
 	outboxReady  chan struct{} // a role job was committed
 	checksReady  chan struct{} // a check was scheduled
 	batchSize    int
+	working      sync.Mutex    // one drain of the inbox and checks at a time (Run and ReconcileWith both drain)
 	reconciling  atomic.Bool   // one reconcile pass at a time
 	reconcileNow chan struct{} // RequestReconcile
 	onRevocation func(Revocation)
@@ -250,8 +252,12 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // work drains the inbox and runs due checks. It returns how long Run may
-// sleep before the next scheduled check.
+// sleep before the next scheduled check. Calls are serialized: two drains
+// at once would both try the same failing event, and the second would set
+// aside whatever event had become first by then.
 func (s *Service) work(ctx context.Context) (time.Duration, error) {
+	s.working.Lock()
+	defer s.working.Unlock()
 	for {
 		_, more, err := s.processInbox(ctx)
 		if err != nil {
@@ -299,10 +305,14 @@ func (s *Service) processInbox(ctx context.Context) (n int, more bool, err error
 	if ctx.Err() != nil {
 		return 0, false, err
 	}
-	if n, err = s.applyInbox(ctx, 1); err == nil {
+	var failed uint64
+	if n, failed, err = s.applyInboxFrom(ctx, 1); err == nil {
 		return n, true, nil // the culprit is further back; go on one at a time
 	}
-	if derr := s.deadLetter(ctx, err); derr != nil {
+	if failed == 0 { // not an event's fault (the commit failed): retry later
+		return 0, false, err
+	}
+	if derr := s.deadLetter(ctx, failed, err); derr != nil {
 		return 0, false, fmt.Errorf("%w; setting it aside failed too: %v", err, derr)
 	}
 	return 1, true, nil
@@ -310,9 +320,17 @@ func (s *Service) processInbox(ctx context.Context) (n int, more bool, err error
 
 // applyInbox applies up to max inbox events in one commit.
 func (s *Service) applyInbox(ctx context.Context, max int) (int, error) {
-	var n, jobs int
-	err := s.store.Update(ctx, func(tx Tx) error {
-		n, jobs = 0, 0
+	n, _, err := s.applyInboxFrom(ctx, max)
+	return n, err
+}
+
+// applyInboxFrom is applyInbox that also returns, when an event could not
+// be applied, that event's inbox position (0 when the failure was not an
+// event's, such as a failed commit).
+func (s *Service) applyInboxFrom(ctx context.Context, max int) (n int, failed uint64, err error) {
+	var jobs int
+	err = s.store.Update(ctx, func(tx Tx) error {
+		n, jobs, failed = 0, 0, 0
 		entries, err := tx.Inbox(0, max)
 		if err != nil {
 			return err
@@ -320,6 +338,7 @@ func (s *Service) applyInbox(ctx context.Context, max int) (int, error) {
 		for _, en := range entries {
 			j, err := s.apply(tx, en.Event)
 			if err != nil {
+				failed = en.Seq
 				return fmt.Errorf("apply event %s: %w", en.Event.MessageID, err)
 			}
 			if err := tx.DeleteInbox(en.Seq); err != nil {
@@ -331,7 +350,7 @@ func (s *Service) applyInbox(ctx context.Context, max int) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("subrole: process inbox: %w", err)
+		return 0, failed, fmt.Errorf("subrole: process inbox: %w", err)
 	}
 	if jobs > 0 {
 		signal(s.outboxReady)
@@ -339,26 +358,29 @@ func (s *Service) applyInbox(ctx context.Context, max int) (int, error) {
 	if n > 0 {
 		s.log.Debug("core: applied events", "count", n, "role_jobs", jobs)
 	}
-	return n, nil
+	return n, 0, nil
 }
 
-// deadLetter removes the first inbox event, which cannot be applied, and
-// keeps it in the audit log (raw event included) for an operator.
-func (s *Service) deadLetter(ctx context.Context, cause error) error {
+// deadLetter removes the inbox event at position seq, which cannot be
+// applied, and keeps it in the audit log (raw event included) for an
+// operator. It removes nothing when that event is no longer in the inbox.
+func (s *Service) deadLetter(ctx context.Context, seq uint64, cause error) error {
 	var e Event
+	found := false
 	err := s.store.Update(ctx, func(tx Tx) error {
-		entries, err := tx.Inbox(0, 1)
-		if err != nil || len(entries) == 0 {
+		found = false
+		entries, err := tx.Inbox(seq-1, 1)
+		if err != nil || len(entries) == 0 || entries[0].Seq != seq {
 			return err
 		}
-		e = entries[0].Event
+		found, e = true, entries[0].Event
 		if err := tx.DeleteInbox(entries[0].Seq); err != nil {
 			return err
 		}
 		return tx.AppendAudit(AuditEntry{Time: s.now(), Kind: AuditEvent, EventID: e.MessageID, TwitchUserID: e.UserID,
 			Before: string(e.Raw), Detail: fmt.Sprintf("set aside %s: it cannot be applied: %v", e.Type, cause)})
 	})
-	if err != nil {
+	if err != nil || !found {
 		return err
 	}
 	s.log.Error("core: an event cannot be applied and was set aside in the audit log; the next reconcile repairs its effect",

@@ -405,3 +405,116 @@ func TestPoisonEventSetAside(t *testing.T) {
 		t.Fatal("the poison event is not in the audit log")
 	}
 }
+
+// rendezvousStore makes a failed Update wait, for a short while, for a
+// second failed Update, so that two drains of the inbox that fail on the same
+// event go on in step.
+type rendezvousStore struct {
+	subrole.Store
+	mu      sync.Mutex
+	waiting chan struct{}
+}
+
+func (s *rendezvousStore) Update(ctx context.Context, fn func(subrole.Tx) error) error {
+	err := s.Store.Update(ctx, fn)
+	if err != nil {
+		s.mu.Lock()
+		if s.waiting == nil {
+			ch := make(chan struct{})
+			s.waiting = ch
+			s.mu.Unlock()
+			select {
+			case <-ch:
+			case <-time.After(300 * time.Millisecond):
+				s.mu.Lock()
+				if s.waiting == ch {
+					s.waiting = nil
+				}
+				s.mu.Unlock()
+			}
+		} else {
+			close(s.waiting)
+			s.waiting = nil
+			s.mu.Unlock()
+		}
+	}
+	return err
+}
+
+type noSubscribers struct{}
+
+func (noSubscribers) AllSubscribers(context.Context, func([]subrole.HelixSubscription) error) error {
+	return nil
+}
+func (noSubscribers) Subscribers(context.Context, []string) ([]subrole.HelixSubscription, error) {
+	return nil, nil
+}
+
+// TestPoisonEventConcurrentDrains: the core and a reconcile pass both drain
+// the inbox. When both fail on the same bad event, only that event is set
+// aside; the good event queued behind it is applied, not set aside in its
+// place.
+func TestPoisonEventConcurrentDrains(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "subrole.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	svc := subrole.NewService(subrole.Config{Store: &rendezvousStore{Store: db}, Policy: policy})
+	ctx := context.Background()
+	if err := svc.Link(ctx, subrole.Link{DiscordUserID: "d2", TwitchUserID: "t2"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	// X cannot be applied (no user id), so it stays in the inbox, and Y waits behind it.
+	for _, e := range []subrole.Event{
+		{MessageID: "X", Type: subrole.EventSubscribe, Sent: now, Received: now, Tier: subrole.Tier1},
+		{MessageID: "Y", Type: subrole.EventSubscribe, UserID: "t2", Sent: now, Received: now, Tier: subrole.Tier1},
+	} {
+		if _, err := svc.AcceptEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(runCtx); close(done) }()
+	if _, err := svc.ReconcileWith(ctx, subrole.ReconcileOptions{Source: noSubscribers{}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sub subrole.Subscription
+		var setAside []string
+		err := db.View(ctx, func(tx subrole.Tx) error {
+			entries, err := tx.Audit(0, -1)
+			for _, a := range entries {
+				if strings.Contains(a.Detail, "set aside") {
+					setAside = append(setAside, a.EventID)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			sub, err = tx.Subscription("t2")
+			if errors.Is(err, subrole.ErrNotFound) {
+				err = nil
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(setAside, "Y") {
+			t.Fatalf("the good event Y was set aside: set aside %v", setAside)
+		}
+		if sub.Active() && slices.Equal(setAside, []string{"X"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("t2 = %+v, set aside %v; want t2 subscribed and only X set aside", sub, setAside)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
