@@ -32,8 +32,11 @@ type LinkResult struct {
 // discordName and guildID record who ran /link; for PurposeBroadcaster they
 // are empty. Up to 100 expired states are pruned in the same commit (the
 // expiry index makes that cost only the expired ones). When
-// MaxPendingLinkStates or MaxPendingBroadcasterStates states of p are
-// already pending, it fails with an error wrapping ErrTooManyStates.
+// MaxPendingLinkStates member states are already pending, it fails with an
+// error wrapping ErrTooManyStates. Broadcaster states are made by anyone who
+// opens the connect page, so a flood must not lock the streamer out: at
+// MaxPendingBroadcasterStates the oldest pending one is expired to make
+// room instead.
 func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUserID, discordName, guildID string) (string, error) {
 	tok, err := NewStateToken(p, discordUserID)
 	if err != nil {
@@ -55,7 +58,12 @@ func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUser
 			return err
 		}
 		if n >= limit {
-			return fmt.Errorf("%d %s states pending: %w", n, p, ErrTooManyStates)
+			if p != PurposeBroadcaster {
+				return fmt.Errorf("%d %s states pending: %w", n, p, ErrTooManyStates)
+			}
+			if err := expireOldestState(tx, p, now); err != nil {
+				return err
+			}
 		}
 		return tx.PutOAuthState(st)
 	})
@@ -63,6 +71,22 @@ func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUser
 		return "", fmt.Errorf("subrole: new oauth state: %w", err)
 	}
 	return tok.String(), nil
+}
+
+// expireOldestState makes the pending state of p that expires first expire
+// now, so that it stops counting as pending (and is pruned later).
+func expireOldestState(tx Tx, p OAuthPurpose, now time.Time) error {
+	errFound := errors.New("found")
+	var oldest OAuthState
+	err := tx.ForEachOAuthState(p, now, func(st OAuthState) error {
+		oldest = st
+		return errFound
+	})
+	if !errors.Is(err, errFound) {
+		return err // nil: none pending after all
+	}
+	oldest.Expires = now
+	return tx.PutOAuthState(oldest)
 }
 
 // CheckState reports whether raw is a valid, unused, unexpired state for

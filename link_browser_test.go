@@ -145,8 +145,9 @@ func TestBindBrowserAgain(t *testing.T) {
 	}
 }
 
-// TestStateCaps: a flood of broadcaster states is refused at the cap, while
-// member states are counted apart and expired ones stop counting.
+// TestStateCaps: a flood of broadcaster states never locks the streamer out
+// (at the cap the oldest is expired to make room), member states are counted
+// apart, and over their own cap they are refused.
 func TestStateCaps(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, policy)
@@ -165,14 +166,67 @@ func TestStateCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.NewOAuthState(ctx, subrole.PurposeBroadcaster, "", "", ""); !errors.Is(err, subrole.ErrTooManyStates) {
+	pending := func() int {
+		var n int
+		f.db.View(ctx, func(tx subrole.Tx) (err error) {
+			n, err = tx.CountOAuthStates(subrole.PurposeBroadcaster, f.clock.Now(), -1)
+			return err
+		})
+		return n
+	}
+	// The streamer's own state, made after the flood: it must survive the
+	// next few states a flood makes (each expires the oldest flood state).
+	streamer, err := f.svc.NewOAuthState(ctx, subrole.PurposeBroadcaster, "", "", "")
+	if err != nil {
 		t.Fatalf("over the cap: %v", err)
+	}
+	for range 10 {
+		f.clock.Add(time.Millisecond)
+		if _, err := f.svc.NewOAuthState(ctx, subrole.PurposeBroadcaster, "", "", ""); err != nil {
+			t.Fatalf("over the cap: %v", err)
+		}
+	}
+	if n := pending(); n != subrole.MaxPendingBroadcasterStates {
+		t.Errorf("%d broadcaster states pending, want the cap %d", n, subrole.MaxPendingBroadcasterStates)
+	}
+	if _, err := f.svc.CheckState(ctx, streamer, subrole.PurposeBroadcaster); err != nil {
+		t.Errorf("the streamer's state after 10 more: %v", err)
+	}
+	// A flood of a whole cap's worth expires it (and prunes it).
+	for range subrole.MaxPendingBroadcasterStates {
+		f.clock.Add(time.Millisecond)
+		if _, err := f.svc.NewOAuthState(ctx, subrole.PurposeBroadcaster, "", "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := subrole.StateReason(mustFail(f.svc.CheckState(ctx, streamer, subrole.PurposeBroadcaster))); r != subrole.ReasonStateExpired && r != subrole.ReasonStateUnknown {
+		t.Errorf("the streamer's state after a full cap more: %q, want expired or pruned", r)
 	}
 	if _, err := f.linkState(alice, "alice", ""); err != nil {
 		t.Fatalf("a member's /link is not held up by broadcaster states: %v", err)
 	}
+	// Member states over their cap are refused.
+	err = f.db.Update(ctx, func(tx subrole.Tx) error {
+		for range subrole.MaxPendingLinkStates {
+			tok, _ := subrole.NewStateToken(subrole.PurposeLink, "1")
+			if err := tx.PutOAuthState(subrole.OAuthState{Key: tok.Key(), Purpose: subrole.PurposeLink, DiscordUserID: "1",
+				Created: now, Expires: now.Add(subrole.StateTTL)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.linkState(bob, "bob", ""); !errors.Is(err, subrole.ErrTooManyStates) {
+		t.Fatalf("over the member cap: %v", err)
+	}
 	f.clock.Add(subrole.StateTTL)
-	if _, err := f.svc.NewOAuthState(ctx, subrole.PurposeBroadcaster, "", "", ""); err != nil {
+	if _, err := f.linkState(bob, "bob", ""); err != nil {
 		t.Fatalf("after the flood expired: %v", err)
 	}
 }
+
+// mustFail returns the error of a call's results.
+func mustFail[T any](_ T, err error) error { return err }

@@ -159,10 +159,11 @@ type OAuthState struct {
 }
 
 // The most states of each purpose that may be pending at once (used ones
-// count until they expire). NewOAuthState refuses more with an error
-// wrapping ErrTooManyStates. Broadcaster states are made by an
-// unauthenticated GET, so their cap is low; member states come only from
-// Discord interactions.
+// count until they expire). Beyond MaxPendingLinkStates NewOAuthState
+// refuses member states with an error wrapping ErrTooManyStates (they come
+// only from Discord interactions); beyond MaxPendingBroadcasterStates it
+// expires the oldest broadcaster state instead (they are made by an
+// unauthenticated GET, so refusing would let anyone lock the streamer out).
 const (
 	MaxPendingBroadcasterStates = 200
 	MaxPendingLinkStates        = 10000

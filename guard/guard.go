@@ -30,6 +30,10 @@ const (
 	KindProbe Kind = "probe"
 	// KindNotFound: a request answered 404.
 	KindNotFound Kind = "not_found"
+	// KindConnect: a start of the broadcaster's authorization. The
+	// streamer needs a few; each one issues a state, and a flood would push
+	// the streamer's own state out.
+	KindConnect Kind = "broadcaster_connect"
 )
 
 // Threshold is how much of a kind of abuse gets a client banned: Count
@@ -42,9 +46,12 @@ type Threshold struct {
 // DefaultThreshold returns the threshold used for kind when
 // Config.Thresholds has none: 5 bad signatures or bad states within 10
 // minutes, 3 probes within 10 minutes, 30 not-found answers within a minute,
-// and 10 within 10 minutes for any other kind.
+// 30 broadcaster connection starts within 10 minutes, and 10 within 10
+// minutes for any other kind.
 func DefaultThreshold(kind Kind) Threshold {
 	switch kind {
+	case KindConnect:
+		return Threshold{Count: 30, Window: 10 * time.Minute}
 	case KindBadSignature, KindBadState:
 		return Threshold{Count: 5, Window: 10 * time.Minute}
 	case KindProbe:

@@ -129,6 +129,10 @@ type Config struct {
 	// state; another browser or Discord account; no code; an unknown OAuth
 	// error): the ban layer counts them. It must not block.
 	OnBadRequest func(r *http.Request, reason string)
+	// OnConnect, if set, is called for every request that starts the
+	// broadcaster's authorization (each issues a state), so that a flood
+	// of them can be counted against its sender.
+	OnConnect func(r *http.Request)
 	// OnLinked, if set, is called after a member's link was stored (the
 	// Discord summary DM). It runs on the request goroutine; hand slow work off.
 	OnLinked func(res subrole.LinkResult, lang string)
@@ -204,10 +208,14 @@ func (h *Handler) LinkURL(ctx context.Context, discordUserID, discordName, guild
 }
 
 // Connect starts the broadcaster's authorization: it issues a broadcaster
-// state and redirects to Twitch asking for channel:read:subscriptions. When
-// subrole.MaxPendingBroadcasterStates are pending it answers 429.
+// state and redirects to Twitch asking for channel:read:subscriptions. (The
+// core expires the oldest pending broadcaster state rather than refusing a
+// new one; should a Core refuse with subrole.ErrTooManyStates, it answers 429.)
 func (h *Handler) Connect(w http.ResponseWriter, r *http.Request) {
 	lang := language(r.Header.Get("Accept-Language"))
+	if h.cfg.OnConnect != nil {
+		h.cfg.OnConnect(r)
+	}
 	state, err := h.cfg.Core.NewOAuthState(r.Context(), subrole.PurposeBroadcaster, "", "", "")
 	if errors.Is(err, subrole.ErrTooManyStates) {
 		h.log.Warn("web: broadcaster connection refused: too many are pending; nothing changed",

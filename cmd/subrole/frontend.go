@@ -163,6 +163,13 @@ func (fe *frontend) badState(r *http.Request, reason string) {
 	fe.guard.Report(r, guard.KindBadState)
 }
 
+// connectStarted is web.Config.OnConnect: every start of the broadcaster's
+// authorization counts toward a ban (guard.KindConnect), so one client
+// cannot churn the pending broadcaster states.
+func (fe *frontend) connectStarted(r *http.Request) {
+	fe.guard.Report(r, guard.KindConnect)
+}
+
 // tlsReady returns a channel closed once HTTPS has a certificate (at once
 // when TLS is not ours). Whatever makes Twitch call us, such as creating
 // EventSub subscriptions, must wait for it, so that Twitch's verification

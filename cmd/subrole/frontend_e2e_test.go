@@ -355,6 +355,7 @@ func TestBansEndToEnd(t *testing.T) {
 		}, 403},
 		{"bad_state", "203.0.113.12", 5, func(ip string) int { return status("GET", "/twitch_callback?code=x&state=forged", ip) }, 400},
 		{"not_found", "203.0.113.13", 30, func(ip string) int { return status("GET", "/no/such/page", ip) }, 404},
+		{"broadcaster_connect", "203.0.113.15", 30, func(ip string) int { return status("GET", "/broadcaster/connect", ip) }, 302},
 	}
 	for _, k := range kinds {
 		for i := range k.times {

@@ -44,7 +44,7 @@ func (lk *linking) close() {
 // and checks SUBROLE_DISCORD_CLIENT_SECRET with Discord: a rejected secret
 // stops the start.
 func newLinking(ctx context.Context, cfg *config, log *slog.Logger, svc *subrole.Service, db *store.Store, bot *discord.Bot,
-	onBadRequest func(*http.Request, string)) (*linking, error) {
+	onBadRequest func(*http.Request, string), onConnect func(*http.Request)) (*linking, error) {
 	tc, err := twitch.New(twitch.Config{
 		ClientID:     cfg.TwitchClientID,
 		ClientSecret: cfg.TwitchClientSecret,
@@ -77,6 +77,7 @@ func newLinking(ctx context.Context, cfg *config, log *slog.Logger, svc *subrole
 		BroadcasterID: cfg.TwitchBroadcasterID,
 		RoleNames:     bot.RoleNames,
 		OnBadRequest:  onBadRequest,
+		OnConnect:     onConnect,
 		OnLinked: func(res subrole.LinkResult, _ string) {
 			if !cfg.LinkDM {
 				return

@@ -82,7 +82,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	if err != nil {
 		return err
 	}
-	lk, err := newLinking(ctx, cfg, log, svc, db, bot, fe.badState)
+	lk, err := newLinking(ctx, cfg, log, svc, db, bot, fe.badState, fe.connectStarted)
 	if err != nil {
 		return err
 	}
