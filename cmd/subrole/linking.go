@@ -28,14 +28,34 @@ type linking struct {
 	// onBroadcasterConnected, if set before serving, runs after the
 	// broadcaster authorized subrole (EventSub re-sync, reconcile).
 	onBroadcasterConnected func()
-	// dms are the link summaries being sent, waited for by close.
-	dms sync.WaitGroup
+	// dms are the link summaries being sent, waited for by close; once
+	// dmsClosed is set (under dmsMu) no new one starts.
+	dmsMu     sync.Mutex
+	dmsClosed bool
+	dms       sync.WaitGroup
+}
+
+// sendDM runs send in the background unless close has begun, and reports
+// whether it did.
+func (lk *linking) sendDM(send func()) bool {
+	lk.dmsMu.Lock()
+	defer lk.dmsMu.Unlock()
+	if lk.dmsClosed {
+		return false
+	}
+	lk.dms.Go(send)
+	return true
 }
 
 // close stops the interaction handlers and waits for link summaries being
-// sent, so nothing uses the session or the store after they close.
+// sent, so nothing uses the session or the store after they close. A
+// callback that completes a link after this (only if the HTTP shutdown gave
+// up waiting for it) sends no summary.
 func (lk *linking) close() {
 	lk.commands.Close()
+	lk.dmsMu.Lock()
+	lk.dmsClosed = true
+	lk.dmsMu.Unlock()
 	lk.dms.Wait()
 }
 
@@ -82,11 +102,14 @@ func newLinking(ctx context.Context, cfg *config, log *slog.Logger, svc *subrole
 			if !cfg.LinkDM {
 				return
 			}
-			lk.dms.Go(func() {
+			sent := lk.sendDM(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				notifier.Linked(ctx, res)
 			})
+			if !sent {
+				log.Warn("discord: shutting down; the link summary DM is not sent", "discord_user", res.Link.DiscordUserID)
+			}
 		},
 		OnBroadcasterConnected: func(tok subrole.BroadcasterToken) {
 			lk.broadcaster.Connected(tok)

@@ -161,7 +161,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 		log.Error("stopping after a fatal error", "err", err)
 	}
 	// Stop taking events first, then let the workers finish what is in flight.
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// The wait outlasts the longest request: an OAuth callback may take
+	// web's 10 s timeout plus 3 s to revoke a refused token.
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
 	if serr := fe.shutdown(shutdownCtx); serr != nil {
 		log.Warn("http: shutdown", "err", serr)
