@@ -627,13 +627,13 @@ func (s *Service) enforceRoles(ctx context.Context, roles MemberRoles, expect fu
 				}
 				return nil
 			})
+			if err != nil {
+				return err
+			}
 			rep.RolesRepaired += repaired
 			rep.RoleJobs += repaired
 			if repaired > 0 {
 				signal(s.outboxReady)
-			}
-			if err != nil {
-				return err
 			}
 		}
 		progress(StageDiscord, *rep)
