@@ -155,11 +155,11 @@ func (r pagedRoles) AllMemberRoles(ctx context.Context, fn func(map[string][]str
 
 // TestReconcileEnforceReadsOutsideCommits: checking Discord's roles reads
 // the store in read transactions; the commits that queue repairs read only
-// the repaired members, and not the outbox (hundreds of jobs pending here),
+// the repaired members, and not the outbox (100 jobs pending here),
 // so a pass does not hold the commit loop that acknowledges webhooks.
 func TestReconcileEnforceReadsOutsideCommits(t *testing.T) {
 	f, w := newWatchedFixture(t)
-	const members = 300
+	const members = 150
 	var helix []subrole.HelixSubscription
 	actual := map[string][]string{}
 	for i := range members {
@@ -168,18 +168,18 @@ func TestReconcileEnforceReadsOutsideCommits(t *testing.T) {
 		helix = append(helix, subrole.HelixSubscription{UserID: twitch(i), Tier: subrole.Tier1})
 		actual[discord(i)] = []string{roleLinked, roleT1}
 	}
-	edited := []int{3, 101, 102, 250, 299}
+	edited := []int{3, 51, 52, 120, 149}
 	for _, i := range edited {
 		actual[discord(i)] = []string{roleLinked} // tier role removed by hand
 	}
 	f.drain()
-	// 200 jobs wait in the outbox for members the Discord list does not show.
-	for i := range 200 {
+	// 100 jobs wait in the outbox for members the Discord list does not show.
+	for i := range 100 {
 		f.link(discord(1000+i), twitch(1000+i))
 	}
 	f.clock.Add(time.Hour)
 	w.reset()
-	rep, err := f.svc.Reconcile(context.Background(), newHelixFake(helix...), pagedRoles{roles: actual, pageSize: 100})
+	rep, err := f.svc.Reconcile(context.Background(), newHelixFake(helix...), pagedRoles{roles: actual, pageSize: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
