@@ -498,3 +498,45 @@ func TestClose(t *testing.T) {
 		t.Logf("%d of %d updates committed before Close", committed, n)
 	})
 }
+
+// TestUpdateNotBlockedByLongView: a commit that grows the file must not wait
+// for a long read transaction (a reconcile pass) to end, which it would if
+// bbolt had to remap the file to grow it.
+func TestUpdateNotBlockedByLongView(t *testing.T) {
+	s := openTemp(t, Options{NoSync: true})
+	release, reading := make(chan struct{}), make(chan struct{})
+	viewDone := make(chan error, 1)
+	go func() {
+		viewDone <- s.View(context.Background(), func(subrole.Tx) error {
+			close(reading)
+			<-release
+			return nil
+		})
+	}()
+	<-reading
+	defer func() { close(release); <-viewDone }()
+	// Grow the file by ~2 MiB while the read is open (bbolt maps a new file
+	// with 32 KiB and doubles the mapping as it grows).
+	value := strings.Repeat("x", 64<<10)
+	done := make(chan error, 1)
+	go func() {
+		for i := range 32 {
+			err := s.Update(context.Background(), func(tx subrole.Tx) error {
+				return tx.PutMeta(fmt.Sprint("grow-", i), []byte(value))
+			})
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("commits that grow the file waited for an open read transaction")
+	}
+}
