@@ -790,8 +790,9 @@ type ReconcileSchedule struct {
 	// Ready, if not nil, is asked before each pass: while it returns an
 	// error (the broadcaster has not authorized subrole), no pass runs; the
 	// reason is logged once and Ready is asked again after RetryAfter or on
-	// RequestReconcile. Nil means always ready.
-	Ready func() error
+	// RequestReconcile. It is given RunReconcile's context. Nil means always
+	// ready.
+	Ready func(context.Context) error
 	// Interval is the time between passes. Zero means 6 hours.
 	Interval time.Duration
 	// RetryAfter is the wait after a failed pass, or while not Ready. Zero
@@ -838,7 +839,7 @@ func (s *Service) RunReconcile(ctx context.Context, sch ReconcileSchedule) error
 			timer.Stop()
 		}
 		if sch.Ready != nil {
-			if err := sch.Ready(); err != nil {
+			if err := sch.Ready(ctx); err != nil {
 				if err.Error() != waiting {
 					s.log.Warn("reconcile: waiting", "reason", err, "retry_in", retry)
 					waiting = err.Error()

@@ -138,7 +138,7 @@ func TestRunReconcileWaitsUntilReady(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go f.svc.RunReconcile(ctx, subrole.ReconcileSchedule{Source: h, Interval: time.Hour, RetryAfter: time.Hour,
-		Ready:  func() error { mu.Lock(); defer mu.Unlock(); return ready },
+		Ready:  func(context.Context) error { mu.Lock(); defer mu.Unlock(); return ready },
 		OnDone: func(r subrole.ReconcileReport, err error) { done <- r }})
 	select {
 	case <-done:

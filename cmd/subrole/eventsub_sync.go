@@ -157,9 +157,10 @@ func (h *healing) broadcasterAuthorized() error {
 }
 
 // broadcasterReady is the reconcile's readiness: a usable broadcaster token
-// (loaded from the store, refreshed if due).
-func (h *healing) broadcasterReady() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// (loaded from the store, refreshed if due). It gives up after 30 s or when
+// ctx ends (shutdown), whichever is first.
+func (h *healing) broadcasterReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err := h.broadcaster.Token(ctx)
 	return err
@@ -276,7 +277,7 @@ func (h *healing) runReconcile(ctx context.Context) error {
 // reconcile"); it fails at once when the broadcaster is not connected or a
 // pass is running.
 func (h *healing) reconcile(ctx context.Context, progress func(subrole.ReconcileStage, subrole.ReconcileReport)) (subrole.ReconcileReport, error) {
-	if err := h.broadcasterReady(); err != nil {
+	if err := h.broadcasterReady(ctx); err != nil {
 		return subrole.ReconcileReport{}, err
 	}
 	rep, err := h.svc.ReconcileWith(ctx, subrole.ReconcileOptions{Source: h.broadcaster, Roles: h.roles, StripUnlinked: h.cfg.StripUnlinked, Progress: progress})
