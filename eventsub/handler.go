@@ -381,8 +381,16 @@ func (h *Handler) maxAge() time.Duration {
 
 var errBodyTooLarge = errors.New("eventsub: request body too large")
 
+// initialBodyBuffer bounds the buffer readBody sizes from Content-Length.
+// The header is the sender's claim, read before anything is verified: a
+// buffer of its full size would let anyone make the service hold 1 MiB for
+// every slow request that claims it. Twitch's notifications are a few KiB;
+// larger bodies grow the buffer as they arrive.
+const initialBodyBuffer = 16 << 10
+
 // readBody reads the whole body, at most MaxBodyBytes, into a buffer sized
-// from Content-Length when the client sent one.
+// from Content-Length when the client sent one (at most initialBodyBuffer
+// to start with).
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return nil, errBodyTooLarge
@@ -393,7 +401,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	rd := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	size := 512
 	if r.ContentLength > 0 {
-		size = int(r.ContentLength) + 1 // +1: room for the read that sees EOF
+		size = min(int(r.ContentLength)+1, initialBodyBuffer) // +1: room for the read that sees EOF
 	}
 	buf := make([]byte, 0, size)
 	for {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -881,5 +882,50 @@ func BenchmarkDecode(b *testing.B) {
 		if _, err := Decode(h, body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// stallingBody sends one byte, then fails as a read timeout would.
+type stallingBody struct{ sent bool }
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	if b.sent {
+		return 0, errors.New("i/o timeout")
+	}
+	b.sent = true
+	return copy(p, "{"), nil
+}
+func (b *stallingBody) Close() error { return nil }
+
+// TestBodyBufferNotSizedByClaim: an unsigned request that claims a 1 MiB
+// body and sends one byte must not make the handler allocate 1 MiB before
+// anything is verified (found by review: a cheap way to exhaust memory on
+// the one route that is exempt from rate limits).
+func TestBodyBufferNotSizedByClaim(t *testing.T) {
+	h := &Handler{Secret: testSecret}
+	const n = 50
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		r := httptest.NewRequest(http.MethodPost, "/twitch_eventsub", nil)
+		r.Body, r.ContentLength = &stallingBody{}, MaxBodyBytes
+		r.Header.Set(HeaderMessageID, "x")
+		r.Header.Set(HeaderMessageTimestamp, time.Now().UTC().Format(time.RFC3339))
+		r.Header.Set(HeaderMessageSignature, "sha256="+strings.Repeat("0", 64))
+		r.Header.Set(HeaderMessageType, "notification")
+		reqs[i] = r
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, r := range reqs {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code < 400 {
+			t.Fatalf("a body cut short was answered %d", w.Code)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 64<<10 {
+		t.Errorf("%d bytes allocated per request that claimed 1 MiB and sent 1 byte, want < 64 KiB", per)
 	}
 }
