@@ -52,7 +52,8 @@ type Files struct {
 
 	mu         sync.Mutex // one reload at a time
 	sig        fileSig    // of the files cur was loaded from
-	failedSig  fileSig    // of files that failed to load
+	failing    bool       // the last reload failed
+	failedSig  fileSig    // of files that failed to load (zero when one was missing)
 	failedAt   time.Time  // when failedSig first failed
 	failedSaid bool       // failedSig's failure was emitted
 }
@@ -167,12 +168,12 @@ func (f *Files) reloadLocked(now time.Time) error {
 	}
 	if err == nil {
 		f.cur.Store(cert)
-		f.sig, f.failedSig, f.failedSaid = sig, fileSig{}, false
+		f.sig, f.failing, f.failedSig, f.failedSaid = sig, false, fileSig{}, false
 		f.mon.serving(cert.Leaf)
 		return nil
 	}
-	if sig != f.failedSig {
-		f.failedSig, f.failedAt, f.failedSaid = sig, now, false
+	if !f.failing || sig != f.failedSig {
+		f.failing, f.failedSig, f.failedAt, f.failedSaid = true, sig, now, false
 	}
 	err = fmt.Errorf("%w; still serving the certificate loaded before", err)
 	if !f.failedSaid && now.Sub(f.failedAt) >= reloadGrace {

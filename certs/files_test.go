@@ -221,3 +221,45 @@ func TestNewFilesRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFilesMissingFileGrace: a renewal tool that replaces the key by
+// deleting it and writing a new one leaves a moment with no key file; like
+// a half-written pair, that gets the reload grace before an error is
+// raised (found by review: a missing file was reported at once).
+func TestFilesMissingFileGrace(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := newClock(now)
+	c1, k1 := pair(t, "subs.example.com", now.Add(-day(1)), now.Add(day(60)))
+	write(t, certFile, c1, now)
+	write(t, keyFile, k1, now)
+	ev := &events{}
+	f, err := certs.NewFiles(certs.FilesConfig{CertFile: certFile, KeyFile: keyFile, Host: "subs.example.com", Now: clk.Now, OnEvent: ev.add})
+	mustNoErr(t, err)
+	c2, k2 := pair(t, "subs.example.com", now, now.Add(day(90)))
+	write(t, certFile, c2, now.Add(time.Minute))
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Second)
+	if err := f.Check(context.Background()); err == nil {
+		t.Fatal("Check with the key file missing succeeded")
+	}
+	if n := len(ev.of(certs.EventError)); n != 0 {
+		t.Fatalf("a missing key was reported at once (%d error events), without the grace", n)
+	}
+	write(t, keyFile, k2, now.Add(time.Minute))
+	mustNoErr(t, f.Check(context.Background()))
+	// Missing for longer than the grace: reported.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Second)
+	f.Check(context.Background())
+	clk.Add(time.Minute)
+	f.Check(context.Background())
+	if n := len(ev.of(certs.EventError)); n != 1 {
+		t.Errorf("a key missing for a minute: %d error events, want 1", n)
+	}
+}
