@@ -63,7 +63,11 @@
 // new one first, the old one once the new one is enabled), makes room under
 // Twitch's limit of 3 per type and condition by deleting its own stale ones
 // only, treats 409 as "exists", and never touches a subscription whose
-// callback is not subrole's. HandleRevocation re-syncs after a revocation
+// callback is not subrole's. It waits for the subscriptions it created and
+// its own still pending, and fails while any is not enabled (a callback
+// Twitch could not verify is reported, also when found failed later) or
+// a type is at the limit with others' subscriptions; the other types are
+// still synced. HandleRevocation re-syncs after a revocation
 // subrole can fix, and for authorization_revoked or user_removed raises an
 // error and creates nothing until BroadcasterConnected: no create loop.
 //

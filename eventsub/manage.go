@@ -112,8 +112,10 @@ type Manager struct {
 	Authorized func() error
 	// Logger receives what the Manager does. Nil logs nothing.
 	Logger *slog.Logger
-	// WaitEnabled bounds how long Sync waits for a new subscription to become
-	// enabled before it deletes the one it replaces. Zero means 30 seconds.
+	// WaitEnabled bounds how long Sync waits for the subscriptions it created,
+	// and its own still pending, to become enabled. One not enabled in time,
+	// or that Twitch could not verify, makes Sync fail, and the ones it
+	// replaces are kept. Zero means 30 seconds.
 	WaitEnabled time.Duration
 	// Poll is the longest pause between list calls while waiting; the first
 	// pauses are shorter. Zero means 500 ms.
@@ -308,6 +310,9 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 	// One revoked for authorization is replaced like the others: if the
 	// authorization is still missing, Twitch refuses the new one (403) and
 	// that alerts.
+	// One whose callback Twitch could not verify is an error to report:
+	// its replacement would likely fail the same way, and nothing delivers.
+	var errs []error // reported by this Sync, which goes on where it can
 	var live []Registration
 	for _, s := range subs {
 		if !m.Ours(s) {
@@ -317,7 +322,11 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 		}
 		if s.Status != StatusEnabled && s.Status != StatusVerificationPending {
 			if err := del(s, "not enabled"); err != nil {
-				return rep, err
+				return rep, errors.Join(append(errs, err)...)
+			}
+			if s.Status == StatusVerificationFailed {
+				errs = append(errs, fmt.Errorf("eventsub: Twitch could not verify %s at %s (deleted it; a new one is created); is it reachable from Twitch, and is the secret the service's?",
+					s.Type, callbackOrigin(s.Callback)))
 			}
 			continue
 		}
@@ -326,20 +335,29 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 
 	// Ours and live but not wanted as they are (another callback, secret
 	// generation or version; a duplicate; another broadcaster): deleted
-	// once their replacements are enabled.
+	// once their replacements are enabled. An enabled one is kept in
+	// preference to a pending one (a replacement Twitch has not verified).
 	wanted := m.Wanted()
+	targetOf := func(s Registration) int {
+		return slices.IndexFunc(wanted, func(w Registration) bool { return sameTarget(s, w) })
+	}
+	current := map[int]Registration{} // index in wanted -> the one kept (then the one created)
+	for _, enabledPass := range []bool{true, false} {
+		for _, s := range live {
+			if !m.Ours(s) || (s.Status == StatusEnabled) != enabledPass {
+				continue
+			}
+			i := targetOf(s)
+			if _, taken := current[i]; i >= 0 && !taken && s.Callback == wanted[i].Callback && s.Version == wanted[i].Version {
+				current[i] = s
+			}
+		}
+	}
 	var stale []Registration
-	current := map[int]Registration{} // index in wanted -> the one kept
 	for _, s := range live {
-		if !m.Ours(s) {
-			continue
+		if i := targetOf(s); m.Ours(s) && (i < 0 || current[i].ID != s.ID) {
+			stale = append(stale, s)
 		}
-		i := slices.IndexFunc(wanted, func(w Registration) bool { return sameTarget(s, w) })
-		if _, taken := current[i]; i >= 0 && !taken && s.Callback == wanted[i].Callback && s.Version == wanted[i].Version {
-			current[i] = s
-			continue
-		}
-		stale = append(stale, s)
 	}
 	m.rotating.Store(len(stale) > 0)
 
@@ -350,7 +368,6 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 		stale = slices.DeleteFunc(stale, func(s Registration) bool { return sameTarget(s, w) })
 		held += n - len(stale)
 	}
-	var created []Registration
 	for i, w := range wanted {
 		if cur, ok := current[i]; ok {
 			rep.Kept = append(rep.Kept, cur.ID)
@@ -371,13 +388,19 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 		for count >= MaxPerCondition {
 			j := slices.IndexFunc(stale, func(s Registration) bool { return sameTarget(s, w) })
 			if j < 0 {
-				return rep, fmt.Errorf("eventsub: %s already has %d subscriptions that are not subrole's; delete one (subrole eventsub list / delete)", w.Type, MaxPerCondition)
+				break
 			}
 			if err := del(stale[j], "making room under the limit of 3"); err != nil {
-				return rep, err
+				return rep, errors.Join(append(errs, err)...)
 			}
 			stale = slices.Delete(stale, j, j+1)
 			count--
+		}
+		if count >= MaxPerCondition {
+			// Only this target is stuck: the others are still synced.
+			errs = append(errs, fmt.Errorf("eventsub: %s already has %d subscriptions that are not subrole's; delete one (subrole eventsub list / delete)", w.Type, MaxPerCondition))
+			hold(w)
+			continue
 		}
 		s, err := m.API.CreateSubscription(ctx, w, m.Secret)
 		switch {
@@ -393,33 +416,55 @@ func (m *Manager) sync(ctx context.Context) (SyncReport, error) {
 			hold(w)
 			continue
 		case err != nil:
-			return rep, fmt.Errorf("eventsub: create %s subscription: %w", w.Type, err)
+			return rep, errors.Join(append(errs, fmt.Errorf("eventsub: create %s subscription: %w", w.Type, err))...)
 		}
 		m.log().Info("eventsub: created subscription", "id", s.ID, "type", s.Type, "status", s.Status, "callback", w.Callback)
 		rep.Created = append(rep.Created, s.ID)
-		created = append(created, s)
+		current[i] = s
 	}
 
-	if len(stale) > 0 {
-		// Replace, then remove: the stale ones keep delivering until the new
-		// ones are enabled (duplicates are harmless: effects are idempotent).
-		if err := m.waitEnabled(ctx, created); err != nil {
-			return rep, err
+	// Wait for the new ones and our pending ones, even with nothing to
+	// replace: a callback Twitch cannot verify must be reported.
+	var pending []Registration
+	for i := range wanted {
+		if cur, ok := current[i]; ok && cur.Status != StatusEnabled {
+			pending = append(pending, cur)
 		}
-		for _, s := range stale {
-			if err := del(s, "callback, secret or version replaced"); err != nil {
-				return rep, err
-			}
+	}
+	enabled, werr := m.waitEnabled(ctx, pending)
+	if werr != nil {
+		errs = append(errs, werr)
+		if ctx.Err() != nil {
+			return rep, errors.Join(errs...)
+		}
+	}
+	// Replace, then remove: a target's stale ones keep delivering until its
+	// current one is enabled (duplicates are harmless: effects are
+	// idempotent). Stale ones of no wanted target go once all are enabled.
+	for _, s := range stale {
+		replaced := werr == nil
+		if i := targetOf(s); i >= 0 {
+			cur, ok := current[i]
+			replaced = ok && (cur.Status == StatusEnabled || enabled[cur.ID])
+		}
+		if !replaced {
+			held++
+			continue
+		}
+		if err := del(s, "callback, secret or version replaced"); err != nil {
+			return rep, errors.Join(append(errs, err)...)
 		}
 	}
 	m.rotating.Store(held > 0)
-	return rep, nil
+	return rep, errors.Join(errs...)
 }
 
-// waitEnabled waits until every created subscription is enabled.
-func (m *Manager) waitEnabled(ctx context.Context, created []Registration) error {
+// waitEnabled waits until every subscription in created is enabled, and
+// returns the ids of those it saw enabled.
+func (m *Manager) waitEnabled(ctx context.Context, created []Registration) (map[string]bool, error) {
+	enabled := map[string]bool{}
 	if len(created) == 0 {
-		return nil
+		return enabled, nil
 	}
 	wait, poll := m.WaitEnabled, m.Poll
 	if wait <= 0 {
@@ -433,29 +478,34 @@ func (m *Manager) waitEnabled(ctx context.Context, created []Registration) error
 	for {
 		subs, err := m.API.ListSubscriptions(ctx)
 		if err != nil {
-			return fmt.Errorf("eventsub: list subscriptions: %w", err)
+			return enabled, fmt.Errorf("eventsub: list subscriptions: %w", err)
 		}
 		pending := 0
 		for _, c := range created {
 			i := slices.IndexFunc(subs, func(s Registration) bool { return s.ID == c.ID })
 			switch {
 			case i >= 0 && subs[i].Status == StatusEnabled:
+				enabled[c.ID] = true
 			case i >= 0 && subs[i].Status == StatusVerificationFailed:
-				return fmt.Errorf("eventsub: Twitch could not verify %s at %s (the challenge was not answered 200 with the challenge); is it reachable from Twitch, and is the secret the service's?",
+				return enabled, fmt.Errorf("eventsub: Twitch could not verify %s at %s (the challenge was not answered 200 with the challenge); is it reachable from Twitch, and is the secret the service's?",
 					c.Type, callbackOrigin(m.Callback))
-			default:
+			case i >= 0 && subs[i].Status == StatusVerificationPending:
 				pending++
+			case i < 0:
+				return enabled, fmt.Errorf("eventsub: the %s subscription %s was deleted before it was enabled", c.Type, c.ID)
+			default: // revoked meanwhile: it will not be enabled
+				return enabled, fmt.Errorf("eventsub: the %s subscription %s is %s, not enabled", c.Type, c.ID, subs[i].Status)
 			}
 		}
 		if pending == 0 {
-			return nil
+			return enabled, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("eventsub: %d new subscriptions not enabled after %s; is %s reachable from Twitch?", pending, wait, callbackOrigin(m.Callback))
+			return enabled, fmt.Errorf("eventsub: %d subscriptions not enabled after %s; is %s reachable from Twitch?", pending, wait, callbackOrigin(m.Callback))
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return enabled, ctx.Err()
 		case <-time.After(pause):
 		}
 		pause = min(pause*2, poll)

@@ -319,7 +319,8 @@ func TestSyncWithoutBroadcaster(t *testing.T) {
 }
 
 // TestSyncReplacesRevoked: a subscription found revoked (the revocation
-// message was missed) is deleted and re-created.
+// message was missed) or failed is deleted and re-created; one whose
+// callback Twitch could not verify is also reported.
 func TestSyncReplacesRevoked(t *testing.T) {
 	api := &memAPI{}
 	m, _ := newManager(api)
@@ -327,8 +328,15 @@ func TestSyncReplacesRevoked(t *testing.T) {
 	api.add(Registration{Type: "channel.subscribe", Version: "1", Status: StatusAuthRevoked, Condition: cond, Callback: testCallback + ownQuery})
 	api.add(Registration{Type: "channel.subscription.end", Version: "1", Status: StatusVerificationFailed, Condition: cond, Callback: testCallback + ownQuery})
 	rep, err := m.Sync(context.Background())
-	if err != nil || len(rep.Deleted) != 2 || len(rep.Created) != 5 {
+	if err == nil || !strings.Contains(err.Error(), "could not verify channel.subscription.end") || len(rep.Deleted) != 2 || len(rep.Created) != 5 {
 		t.Fatalf("%+v %v", rep, err)
+	}
+	if got := api.byStatus(); got[testCallback+ownQuery+" enabled"] != 5 || len(got) != 1 {
+		t.Fatalf("subscriptions %v", got)
+	}
+	// Once the new ones are verified, the next Sync is clean.
+	if _, err := m.Sync(context.Background()); err != nil || m.Problem() != "" {
+		t.Fatalf("%v %q", err, m.Problem())
 	}
 }
 
