@@ -105,30 +105,14 @@ func TestBroadcasterToken(t *testing.T) {
 // TestMigrateSchema1 opens a file written by schema 1, which has no OAuth
 // buckets, and uses them.
 func TestMigrateSchema1(t *testing.T) {
-	s := openTemp(t, Options{})
-	path := s.Path()
-	s.Close()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	s := asSchema(t, openTemp(t, Options{}), 1, func(tx *bolt.Tx) error {
 		for _, b := range []string{bucketOAuthStates, bucketBroadcaster} {
 			if err := tx.DeleteBucket([]byte(b)); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaSchemaVersion), []byte("1"))
+		return nil
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatalf("open schema 1: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
 	mustUpdate(t, s, func(tx subrole.Tx) error {
 		return tx.PutOAuthState(subrole.OAuthState{Key: "k", Expires: t0})
 	})
@@ -251,14 +235,7 @@ func TestOAuthStateIndex(t *testing.T) {
 // TestMigrateSchema2 opens a file written by schema 2, which has states but
 // no expiry index, and prunes them through the index it built.
 func TestMigrateSchema2(t *testing.T) {
-	s := openTemp(t, Options{})
-	path := s.Path()
-	s.Close()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(btx *bolt.Tx) error {
+	s := asSchema(t, openTemp(t, Options{}), 2, func(btx *bolt.Tx) error {
 		if err := btx.DeleteBucket([]byte(bucketOAuthExpiry)); err != nil {
 			return err
 		}
@@ -271,20 +248,8 @@ func TestMigrateSchema2(t *testing.T) {
 				return err
 			}
 		}
-		if err := b.Put([]byte("garbage"), []byte("{")); err != nil {
-			return err
-		}
-		return btx.Bucket([]byte(bucketMeta)).Put([]byte(metaSchemaVersion), []byte("2"))
+		return b.Put([]byte("garbage"), []byte("{"))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatalf("open schema 2: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}

@@ -168,31 +168,13 @@ func TestCheckSeen(t *testing.T) {
 func TestMigrateSchema3(t *testing.T) {
 	s := openTemp(t, Options{})
 	mustUpdate(t, s, func(tx subrole.Tx) error { return tx.MarkSeen("m1", t0) })
-	path := s.Path()
-	s.Close()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(btx *bolt.Tx) error {
+	s = asSchema(t, s, 3, func(btx *bolt.Tx) error {
 		b, err := btx.CreateBucket([]byte("seen"))
 		if err != nil {
 			return err
 		}
-		if err := b.Put([]byte("m1"), appendTimeKey(t0, "")); err != nil {
-			return err
-		}
-		return btx.Bucket([]byte(bucketMeta)).Put([]byte(metaSchemaVersion), []byte("3"))
+		return b.Put([]byte("m1"), appendTimeKey(t0, ""))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatalf("open schema 3: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
 	if got := seenIDs(t, s, "m1"); !got["m1"] {
 		t.Error("m1 not seen after the migration")
 	}

@@ -46,6 +46,34 @@ func reopen(t testing.TB, s *Store) *Store {
 	return s
 }
 
+// asSchema closes s, rewrites its file with change into what an older
+// schema wrote (stamping version), and opens it again, which migrates it.
+func asSchema(t *testing.T, s *Store, version int, change func(*bolt.Tx) error) *Store {
+	t.Helper()
+	path := s.Path()
+	s.Close()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(btx *bolt.Tx) error {
+		if err := change(btx); err != nil {
+			return err
+		}
+		return btx.Bucket([]byte(bucketMeta)).Put([]byte(metaSchemaVersion), []byte(strconv.Itoa(version)))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open schema %d: %v", version, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func mustUpdate(t testing.TB, s *Store, fn func(subrole.Tx) error) {
 	t.Helper()
 	if err := s.Update(context.Background(), fn); err != nil {
