@@ -73,14 +73,21 @@ func served(t *testing.T, f *certs.Files) time.Time {
 	return c.Leaf.NotAfter
 }
 
-func TestFilesReload(t *testing.T) {
+// servingPair writes a certificate for subs.example.com valid from now+from
+// to now+until and its key into a temporary directory, and returns their
+// paths, now (a fixed time) and a clock set to it.
+func servingPair(t *testing.T, from, until time.Duration) (certFile, keyFile string, now time.Time, clk *clock) {
 	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clk := newClock(now)
-	c1, k1 := pair(t, "subs.example.com", now.Add(-day(1)), now.Add(day(60)))
-	write(t, certFile, c1, now)
-	write(t, keyFile, k1, now)
+	certFile, keyFile = filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	c, k := pair(t, "subs.example.com", now.Add(from), now.Add(until))
+	write(t, certFile, c, now)
+	write(t, keyFile, k, now)
+	return certFile, keyFile, now, newClock(now)
+}
+
+func TestFilesReload(t *testing.T) {
+	certFile, keyFile, now, clk := servingPair(t, day(-1), day(60))
 
 	ev := &events{}
 	f, err := certs.NewFiles(certs.FilesConfig{CertFile: certFile, KeyFile: keyFile, Host: "subs.example.com", Now: clk.Now, OnEvent: ev.add})
@@ -146,13 +153,7 @@ func TestFilesReload(t *testing.T) {
 }
 
 func TestFilesExpiryWatch(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clk := newClock(now)
-	c, k := pair(t, "subs.example.com", now.Add(-day(70)), now.Add(day(20)))
-	write(t, certFile, c, now)
-	write(t, keyFile, k, now)
+	certFile, keyFile, now, clk := servingPair(t, day(-70), day(20))
 	ev := &events{}
 	f, err := certs.NewFiles(certs.FilesConfig{CertFile: certFile, KeyFile: keyFile, Now: clk.Now, OnEvent: ev.add})
 	mustNoErr(t, err)
@@ -227,13 +228,7 @@ func TestNewFilesRefuses(t *testing.T) {
 // a half-written pair, that gets the reload grace before an error is
 // raised (found by review: a missing file was reported at once).
 func TestFilesMissingFileGrace(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clk := newClock(now)
-	c1, k1 := pair(t, "subs.example.com", now.Add(-day(1)), now.Add(day(60)))
-	write(t, certFile, c1, now)
-	write(t, keyFile, k1, now)
+	certFile, keyFile, now, clk := servingPair(t, day(-1), day(60))
 	ev := &events{}
 	f, err := certs.NewFiles(certs.FilesConfig{CertFile: certFile, KeyFile: keyFile, Host: "subs.example.com", Now: clk.Now, OnEvent: ev.add})
 	mustNoErr(t, err)
