@@ -298,7 +298,7 @@ func (s *Service) work(ctx context.Context) (time.Duration, error) {
 // applied even alone is set aside (dead-lettered) with an audit entry and
 // an error log, so one bad event never blocks the ones behind it.
 func (s *Service) processInbox(ctx context.Context) (n int, more bool, err error) {
-	n, err = s.applyInbox(ctx, s.batchSize)
+	n, _, err = s.applyInbox(ctx, s.batchSize)
 	if err == nil {
 		return n, n == s.batchSize, nil
 	}
@@ -306,7 +306,7 @@ func (s *Service) processInbox(ctx context.Context) (n int, more bool, err error
 		return 0, false, err
 	}
 	var failed uint64
-	if n, failed, err = s.applyInboxFrom(ctx, 1); err == nil {
+	if n, failed, err = s.applyInbox(ctx, 1); err == nil {
 		return n, true, nil // the culprit is further back; go on one at a time
 	}
 	if failed == 0 { // not an event's fault (the commit failed): retry later
@@ -318,16 +318,10 @@ func (s *Service) processInbox(ctx context.Context) (n int, more bool, err error
 	return 1, true, nil
 }
 
-// applyInbox applies up to max inbox events in one commit.
-func (s *Service) applyInbox(ctx context.Context, max int) (int, error) {
-	n, _, err := s.applyInboxFrom(ctx, max)
-	return n, err
-}
-
-// applyInboxFrom is applyInbox that also returns, when an event could not
-// be applied, that event's inbox position (0 when the failure was not an
-// event's, such as a failed commit).
-func (s *Service) applyInboxFrom(ctx context.Context, max int) (n int, failed uint64, err error) {
+// applyInbox applies up to max inbox events in one commit. When an event
+// cannot be applied it also returns that event's inbox position (0 when the
+// failure was not an event's, such as a failed commit).
+func (s *Service) applyInbox(ctx context.Context, max int) (n int, failed uint64, err error) {
 	var jobs int
 	err = s.store.Update(ctx, func(tx Tx) error {
 		n, jobs, failed = 0, 0, 0
