@@ -81,7 +81,7 @@ func (s *seenSet) load(btx *bolt.Tx) error {
 // times (which MarkSeen never leaves behind) counts at the later one.
 func readSeen(btx *bolt.Tx) (map[seenKey]int64, error) {
 	b := btx.Bucket([]byte(bucketSeenByTime))
-	m := make(map[seenKey]int64, b.Stats().KeyN)
+	m := map[seenKey]int64{} // no size hint: Stats would walk the bucket a second time
 	err := b.ForEach(func(k, _ []byte) error {
 		at, id, err := parseTimeKey(k)
 		if err != nil {
