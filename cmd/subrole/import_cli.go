@@ -169,8 +169,9 @@ func printImport(w io.Writer, name string, list linkList, target string, rep sub
 	}
 	fmt.Fprintln(w)
 	if rep.AwaitingReconcile > 0 {
-		fmt.Fprintf(w, "%d of them have no known subscription state: they get their roles when the next reconcile\n"+
-			"learns their subscriptions (every SUBROLE_RECONCILE_INTERVAL; \"subrole reconcile\" runs one now)\n", rep.AwaitingReconcile)
+		fmt.Fprintf(w, "%d of these links are to Twitch accounts with no known subscription state: those members get\n"+
+			"their roles when the next reconcile learns their subscriptions (every SUBROLE_RECONCILE_INTERVAL;\n"+
+			"\"subrole reconcile\" runs one now)\n", rep.AwaitingReconcile)
 	}
 	if n := rep.NotApplied(); n > 0 {
 		fmt.Fprintf(w, "not applied (%d; rerun with -replace to apply them):\n", n)

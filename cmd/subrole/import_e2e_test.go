@@ -113,7 +113,7 @@ func TestImportEndToEnd(t *testing.T) {
 	// A dry run plans and writes nothing.
 	out, err = w.cli(t, "import", sheet, "-dry-run")
 	if err != nil || !strings.Contains(out, "     3 new") || !strings.Contains(out, "dry run, nothing written: would import 3 links; would queue role updates for 2 members") ||
-		!strings.Contains(out, "1 of them have no known subscription state") || !strings.Contains(out, "ignored unknown columns: Note") {
+		!strings.Contains(out, "1 of these links are to Twitch accounts with no known subscription state") || !strings.Contains(out, "ignored unknown columns: Note") {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
 	if links, jobs := w.storedLinks(t); len(links) != 0 || jobs != 0 {
