@@ -33,6 +33,9 @@ const maxLinkFile = 64 << 20
 // maxProblems is how many problems an error lists before it counts the rest.
 const maxProblems = 20
 
+// discordEpoch is the start of 2015, Discord's epoch: no link is older.
+var discordEpoch = time.Date(2015, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // linkFormat is csv or json.
 type linkFormat string
 
@@ -186,10 +189,15 @@ func (r linkRow) link() (subrole.Link, []string) {
 	l := subrole.Link{DiscordUserID: c[fieldDiscord], TwitchUserID: c[fieldTwitch], TwitchLogin: strings.ToLower(c[fieldLogin])}
 	if c[fieldLinked] != "" {
 		t, err := time.Parse(time.RFC3339, c[fieldLinked])
-		if err != nil {
+		t = t.UTC()
+		switch {
+		case err != nil:
 			bad(fieldLinked, fmt.Sprintf("%q is not an RFC 3339 time like 2024-05-01T12:00:00Z", clip(c[fieldLinked])))
+		case t.Before(discordEpoch) || t.Year() > 9999:
+			bad(fieldLinked, fmt.Sprintf("%q is not a time a link was made (Discord began in 2015)", clip(c[fieldLinked])))
+		default:
+			l.Linked = t
 		}
-		l.Linked = t.UTC()
 	}
 	for f, p := range linkProblems(l) {
 		if p != "" {

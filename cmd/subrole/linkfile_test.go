@@ -99,6 +99,8 @@ func TestParseLinksRefuses(t *testing.T) {
 		{name: "bad login and time", in: head + idA + ",1001,アリス,yesterday\n" + idB + ",1002," + strings.Repeat("a", 26) + ",2024-05-01\n",
 			want: []string{`line 2, twitch_login: "アリス" is not a Twitch login`, `line 2, linked: "yesterday" is not an RFC 3339 time`,
 				"line 3, twitch_login:", "is longer than a Twitch login", `line 3, linked: "2024-05-01"`}},
+		{name: "link times out of range", in: head + idA + ",1001,,0001-01-01T00:00:00Z\n" + idB + ",1002,,9999-12-31T23:59:59-01:00\n",
+			want: []string{`line 2, linked: "0001-01-01T00:00:00Z" is not a time a link was made`, `line 3, linked: "9999-12-31T23:59:59-01:00" is not a time`}},
 		{name: "duplicates name both lines", in: head + idA + ",1001,,\n" + idB + ",1002,,\n" + idA + ",1003,,\n" + "323456789012345678,1002,,\n",
 			want: []string{"line 4, discord_user_id: " + idA + " appears again (first at line 2)", "line 5, twitch_user_id: 1002 appears again (first at line 3)"}},
 		{name: "too many fields", in: head + idA + ",1001,,,surprise\n", want: []string{"line 2: 5 fields, but the header names 4 columns"}},
