@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -195,8 +197,12 @@ func FuzzImport(f *testing.F) {
 		if len(list.Where) != len(list.Links) {
 			t.Fatalf("%d places for %d links", len(list.Where), len(list.Links))
 		}
-		if p := checkLinks(list.Links, list.Where); len(p) > 0 {
-			t.Fatalf("accepted invalid links: %q", p)
+		discord, twitch := map[string]bool{}, map[string]bool{}
+		for _, l := range list.Links {
+			if !fuzzValid(l) || discord[l.DiscordUserID] || twitch[l.TwitchUserID] {
+				t.Fatalf("accepted an invalid or repeated link %+v", l)
+			}
+			discord[l.DiscordUserID], twitch[l.TwitchUserID] = true, true
 		}
 		for _, format := range []linkFormat{formatCSV, formatJSON} {
 			var buf bytes.Buffer
@@ -212,4 +218,20 @@ func FuzzImport(f *testing.F) {
 			}
 		}
 	})
+}
+
+var (
+	fuzzDiscordID = regexp.MustCompile(`^[1-9][0-9]{16,19}$`)
+	fuzzTwitchID  = regexp.MustCompile(`^[1-9][0-9]{0,19}$`)
+	fuzzLogin     = regexp.MustCompile(`^[a-z0-9_]{0,25}$`)
+)
+
+// fuzzValid restates the rules for an accepted link independently of the
+// parser's own checks.
+func fuzzValid(l subrole.Link) bool {
+	if _, err := strconv.ParseUint(l.DiscordUserID, 10, 64); err != nil {
+		return false
+	}
+	return fuzzDiscordID.MatchString(l.DiscordUserID) && fuzzTwitchID.MatchString(l.TwitchUserID) &&
+		fuzzLogin.MatchString(l.TwitchLogin) && (l.Linked.IsZero() || l.Linked.Year() >= 2015 && l.Linked.Year() <= 9999)
 }
