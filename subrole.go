@@ -17,8 +17,9 @@
 //	    (or, while older events wait, an inbox entry that Service.Run applies in order)
 //	discord: outbox ──▶ read member ──▶ Diff(actual, desired) ──▶ role calls ──▶ job done
 //
-// Linking (CompleteLink), reconcile passes against Helix (Reconcile) and
-// grace-period checks end in the same DesiredRoles and the same outbox.
+// Linking (CompleteLink), links imported from another bot (ImportLinks),
+// reconcile passes against Helix (Reconcile) and grace-period checks end in
+// the same DesiredRoles and the same outbox.
 //
 // Roles are desired state, not commands: every path ends in DesiredRoles, so
 // applying a job twice, or late, is harmless.

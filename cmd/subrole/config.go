@@ -76,7 +76,7 @@ var settings = []setting{
 	{"SUBROLE_BAN_DURATION", "1h", "first automatic ban; each repeat offence within 30 days lasts 4 times longer"},
 	{"SUBROLE_BAN_MAX", "30d", "longest automatic ban"},
 	{"SUBROLE_BAN_IPV6_PREFIX", "64", "prefix length by which IPv6 clients are limited and banned"},
-	{"SUBROLE_ADMIN_SOCKET", "", "Unix socket through which 'subrole ban', 'subrole reconcile' and 'subrole eventsub sync' reach the running service (owner only); empty means SUBROLE_DATA + \".sock\"; off: none"},
+	{"SUBROLE_ADMIN_SOCKET", "", "Unix socket through which 'subrole ban', 'subrole reconcile', 'subrole eventsub sync', 'subrole import' and 'subrole export' reach the running service (owner only); empty means SUBROLE_DATA + \".sock\"; off: none"},
 	{"SUBROLE_DISCORD_TOKEN", "", "required: bot token (secret)"},
 	{"SUBROLE_DISCORD_GUILD_ID", "", "required: the Discord server's ID"},
 	{"SUBROLE_DISCORD_CLIENT_SECRET", "", "required: the Discord application's OAuth2 client secret (Developer Portal > the application > OAuth2); /link uses it to make sure the member who ran it is the one signed in to Discord in the browser that finishes it (secret)"},

@@ -8,6 +8,8 @@
 //	subrole ban       list, add or remove banned addresses (works while the service runs)
 //	subrole reconcile run a reconcile pass in the running service now
 //	subrole eventsub  list, sync or delete EventSub subscriptions
+//	subrole import    import links from another bot or a spreadsheet (CSV or JSON)
+//	subrole export    write every link as CSV or JSON (a backup, or to move machines)
 //	subrole bench     load generator, benchmarks and drills (see BENCHMARKS.md)
 //	subrole version   print the version
 package main
@@ -57,6 +59,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return reconcileCmd(ctx, args, getenv, stdout, stderr)
 	case "eventsub":
 		return eventsubCmd(ctx, args, getenv, stdout, stderr)
+	case "import":
+		return importCmd(ctx, args, getenv, os.Stdin, stdout, stderr)
+	case "export":
+		return exportCmd(ctx, args, getenv, stdout, stderr)
 	case "bench":
 		return bench(ctx, args, stdout, stderr)
 	case "version":
@@ -75,6 +81,8 @@ const usage = `usage:
   subrole ban       list, add or remove banned addresses ("subrole ban help")
   subrole reconcile run a reconcile pass against Helix and Discord in the running service now
   subrole eventsub  list, sync or delete EventSub subscriptions ("subrole eventsub help")
+  subrole import    import links from another bot or a spreadsheet: [-dry-run] [-replace] FILE ("subrole import help")
+  subrole export    write every link as CSV or JSON: [-format csv|json] [FILE] ("subrole export help")
   subrole bench     load generator, benchmarks and crash/outage drills ("subrole bench help")
   subrole version   print the version
 `

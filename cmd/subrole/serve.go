@@ -117,7 +117,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	}
 
 	// The listeners of SUBROLE_TLS's mode, every one behind the guard.
-	fe.adminMore = heal.adminAPI // "subrole reconcile", "subrole eventsub sync"
+	fe.adminMore = func(bans http.Handler) http.Handler { // "subrole reconcile", "eventsub sync", "import", "export"
+		return linksAPI(svc, log, heal.adminAPI(bans))
+	}
 	addr, err := fe.listen(routes(log, webhook, readiness{bot: bot, broadcaster: lk.broadcaster, front: fe, heal: heal}, lk.mount))
 	if err != nil {
 		return err
