@@ -516,8 +516,7 @@ func (h *Handler) entry(e subrole.AuditEntry, lang string) entryView {
 	if len(before) > 200 {
 		before = before[:200] + "…"
 	}
-	switch {
-	case before != "" || after != "":
+	if before != "" || after != "" {
 		v.Change = firstOf(before, "—") + " → " + firstOf(after, "—")
 	}
 	return v

@@ -93,6 +93,18 @@ func TestDashboardSignIn(t *testing.T) {
 		}
 	})
 
+	t.Run("cancelled on Twitch", func(t *testing.T) {
+		before := e.snapshot()
+		b := e.browser("")
+		r := b.signIn("") // the fake Twitch answers error=access_denied
+		if r.status != http.StatusOK || !strings.Contains(r.body, "You cancelled the sign-in") || strings.Contains(r.body, "/link") {
+			t.Fatalf("a cancelled sign-in: %d\n%s", r.status, r.body)
+		}
+		if e.sessionCount() != 0 || e.snapshot() != before {
+			t.Fatal("a cancelled sign-in stored something")
+		}
+	})
+
 	for _, who := range []struct{ name, id, login string }{
 		{"broadcaster", twitchtest.DefaultBroadcasterID, twitchtest.DefaultBroadcasterLogin},
 		{"listed user", moderator, "mod_tv"},

@@ -165,6 +165,8 @@ var (
 	txtDashWho            = text{"Only the channel's broadcaster and the Twitch accounts the operator listed in SUBROLE_DASHBOARD_USERS may see it. Sign out of Twitch and try again with one of those accounts.", "閲覧できるのはチャンネルの配信者と、運営者が SUBROLE_DASHBOARD_USERS に登録した Twitch アカウントだけです。Twitch からログアウトし、それらのアカウントでもう一度お試しください。"}
 	txtDashBad            = text{"This sign-in link has expired or was already used. Nothing was changed. Open %s to sign in again.", "このログインリンクは期限切れか、すでに使われています。何も変更していません。%s を開いてもう一度ログインしてください。"}
 	txtDashRetry          = text{"Something went wrong while talking to Twitch or reading the database. Nothing was changed. Please try again in a minute.", "Twitch との通信またはデータベースの読み取りで問題が発生しました。何も変更していません。1分ほどしてからもう一度お試しください。"}
+	txtDashCancelledTitle = text{"Not signed in", "ログインしていません"}
+	txtDashCancelled      = text{"You cancelled the sign-in on Twitch. Nothing was changed. Open %s to try again.", "Twitch でのログインがキャンセルされました。何も変更していません。もう一度 %s を開いてください。"}
 	txtDashSignedOutTitle = text{"Signed out", "ログアウトしました"}
 	txtDashSignedOut      = text{"Your dashboard session has ended. Open %s to sign in again.", "ダッシュボードのセッションを終了しました。もう一度ログインするには %s を開いてください。"}
 )

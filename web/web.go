@@ -574,6 +574,12 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	log := h.log.With("remote", r.RemoteAddr)
 
 	if e := q.Get("error"); e != "" {
+		if tok, err := subrole.ParseState(raw); err == nil && tok.Purpose == subrole.PurposeDashboard && e == "access_denied" {
+			log.Info("web: callback: the user cancelled the dashboard sign-in on Twitch; nothing changed", "reason", e)
+			h.render(w, http.StatusOK, page{Lang: lang, Kind: "warning", Title: txtDashCancelledTitle.in(lang),
+				Paragraphs: []string{txtDashCancelled.in(lang, h.base+DashboardPath)}})
+			return
+		}
 		h.providerError(w, r, lang, log, "Twitch", e, q.Get("error_description"))
 		return
 	}
