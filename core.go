@@ -623,7 +623,8 @@ func (s *Service) RoleJobs(ctx context.Context, after uint64, max int) ([]RoleJo
 }
 
 // CompleteRoleJobs removes finished jobs from the outbox and appends their
-// audit entries, in one commit.
+// audit entries, in one commit, counting the failures among them (see
+// DashboardStats.RoleFailures).
 func (s *Service) CompleteRoleJobs(ctx context.Context, seqs []uint64, entries []AuditEntry) error {
 	err := s.store.Update(ctx, func(tx Tx) error {
 		for _, seq := range seqs {
@@ -631,10 +632,17 @@ func (s *Service) CompleteRoleJobs(ctx context.Context, seqs []uint64, entries [
 				return err
 			}
 		}
+		failed := 0
 		for _, e := range entries {
 			if err := tx.AppendAudit(e); err != nil {
 				return err
 			}
+			if e.Kind == AuditRoleFailure {
+				failed++
+			}
+		}
+		if failed > 0 {
+			return addMetaCount(tx, metaRoleFailures, failed)
 		}
 		return nil
 	})

@@ -29,14 +29,14 @@ type LinkResult struct {
 
 // NewOAuthState issues a state for an OAuth round trip and stores it,
 // expiring after StateTTL. For PurposeLink, discordUserID (a snowflake),
-// discordName and guildID record who ran /link; for PurposeBroadcaster they
-// are empty. Up to 100 expired states are pruned in the same commit (the
+// discordName and guildID record who ran /link; for PurposeBroadcaster and
+// PurposeDashboard they are empty. Up to 100 expired states are pruned in the same commit (the
 // expiry index makes that cost only the expired ones). When
 // MaxPendingLinkStates member states are already pending, it fails with an
-// error wrapping ErrTooManyStates. Broadcaster states are made by anyone who
-// opens the connect page, so a flood must not lock the streamer out: at
-// MaxPendingBroadcasterStates the oldest pending one is expired to make
-// room instead.
+// error wrapping ErrTooManyStates. Broadcaster and dashboard states are made
+// by anyone who opens the connect or login page, so a flood must not lock
+// the streamer out: at MaxPendingBroadcasterStates the oldest pending one of
+// that purpose is expired to make room instead.
 func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUserID, discordName, guildID string) (string, error) {
 	tok, err := NewStateToken(p, discordUserID)
 	if err != nil {
@@ -46,7 +46,7 @@ func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUser
 	st := OAuthState{Key: tok.Key(), Purpose: p, DiscordUserID: discordUserID, DiscordName: discordName,
 		GuildID: guildID, Created: now, Expires: now.Add(StateTTL)}
 	limit := MaxPendingLinkStates
-	if p == PurposeBroadcaster {
+	if p != PurposeLink {
 		limit = MaxPendingBroadcasterStates
 	}
 	err = s.store.Update(ctx, func(tx Tx) error {
@@ -58,7 +58,7 @@ func (s *Service) NewOAuthState(ctx context.Context, p OAuthPurpose, discordUser
 			return err
 		}
 		if n >= limit {
-			if p != PurposeBroadcaster {
+			if p == PurposeLink {
 				return fmt.Errorf("%d %s states pending: %w", n, p, ErrTooManyStates)
 			}
 			if err := expireOldestState(tx, p, now); err != nil {

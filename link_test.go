@@ -14,7 +14,8 @@ import (
 func FuzzState(f *testing.F) {
 	link, _ := subrole.NewStateToken(subrole.PurposeLink, "100000000000000001")
 	bc, _ := subrole.NewStateToken(subrole.PurposeBroadcaster, "")
-	for _, s := range []string{link.String(), bc.String(), "", "x", strings.Repeat("A", 56), strings.Repeat("_", 56),
+	dash, _ := subrole.NewStateToken(subrole.PurposeDashboard, "")
+	for _, s := range []string{link.String(), bc.String(), dash.String(), "", "x", strings.Repeat("A", 56), strings.Repeat("_", 56),
 		link.String() + "=", strings.ToUpper(link.String())} {
 		f.Add(s)
 	}
@@ -35,9 +36,9 @@ func FuzzState(f *testing.F) {
 			if tok.Discord() == "" {
 				t.Fatal("link state without a member")
 			}
-		case subrole.PurposeBroadcaster:
+		case subrole.PurposeBroadcaster, subrole.PurposeDashboard:
 			if tok.Discord() != "" {
-				t.Fatal("broadcaster state with a member")
+				t.Fatalf("%s state with a member", tok.Purpose)
 			}
 		default:
 			t.Fatalf("purpose %v", tok.Purpose)

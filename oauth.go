@@ -25,15 +25,20 @@ const (
 	// PurposeBroadcaster is the broadcaster connecting the channel
 	// (GET /broadcaster/connect).
 	PurposeBroadcaster OAuthPurpose = 2
+	// PurposeDashboard is someone signing in to the dashboard
+	// (GET /dashboard/login); Twitch only says who they are.
+	PurposeDashboard OAuthPurpose = 3
 )
 
-// String returns "link", "broadcaster" or "purpose(N)".
+// String returns "link", "broadcaster", "dashboard" or "purpose(N)".
 func (p OAuthPurpose) String() string {
 	switch p {
 	case PurposeLink:
 		return "link"
 	case PurposeBroadcaster:
 		return "broadcaster"
+	case PurposeDashboard:
+		return "dashboard"
 	}
 	return "purpose(" + strconv.Itoa(int(p)) + ")"
 }
@@ -54,13 +59,13 @@ const stateLen = 1 + 1 + 8 + 32
 // from an unknown one. Only a hash of the secret is stored, never the state.
 type StateToken struct {
 	Purpose       OAuthPurpose
-	DiscordUserID uint64 // 0 for PurposeBroadcaster
+	DiscordUserID uint64 // 0 for PurposeBroadcaster and PurposeDashboard
 	Secret        [32]byte
 }
 
 // NewStateToken returns a token with a fresh random secret. discordUserID
 // must be a Discord snowflake for PurposeLink and empty for
-// PurposeBroadcaster.
+// PurposeBroadcaster and PurposeDashboard.
 func NewStateToken(p OAuthPurpose, discordUserID string) (StateToken, error) {
 	t := StateToken{Purpose: p}
 	switch p {
@@ -70,9 +75,9 @@ func NewStateToken(p OAuthPurpose, discordUserID string) (StateToken, error) {
 			return StateToken{}, fmt.Errorf("subrole: new state: discord user id %q is not a snowflake", discordUserID)
 		}
 		t.DiscordUserID = id
-	case PurposeBroadcaster:
+	case PurposeBroadcaster, PurposeDashboard:
 		if discordUserID != "" {
-			return StateToken{}, errors.New("subrole: new state: a broadcaster state has no discord user")
+			return StateToken{}, fmt.Errorf("subrole: new state: a %s state has no discord user", p)
 		}
 	default:
 		return StateToken{}, fmt.Errorf("subrole: new state: unknown purpose %d", p)
@@ -122,7 +127,7 @@ func ParseState(s string) (StateToken, error) {
 	copy(t.Secret[:], b[10:])
 	switch {
 	case t.Purpose == PurposeLink && t.DiscordUserID != 0:
-	case t.Purpose == PurposeBroadcaster && t.DiscordUserID == 0:
+	case (t.Purpose == PurposeBroadcaster || t.Purpose == PurposeDashboard) && t.DiscordUserID == 0:
 	default:
 		return StateToken{}, stateErr(ReasonStateMalformed)
 	}
@@ -161,8 +166,9 @@ type OAuthState struct {
 // The most states of each purpose that may be pending at once (used ones
 // count until they expire). Beyond MaxPendingLinkStates NewOAuthState
 // refuses member states with an error wrapping ErrTooManyStates (they come
-// only from Discord interactions); beyond MaxPendingBroadcasterStates it
-// expires the oldest broadcaster state instead (they are made by an
+// only from Discord interactions); beyond MaxPendingBroadcasterStates (for
+// broadcaster and dashboard states alike, each purpose counted apart) it
+// expires the oldest state of that purpose instead (they are made by an
 // unauthenticated GET, so refusing would let anyone lock the streamer out).
 const (
 	MaxPendingBroadcasterStates = 200

@@ -112,6 +112,24 @@ type Tx interface {
 	// PutBroadcasterToken stores t, replacing the previous one.
 	PutBroadcasterToken(t BroadcasterToken) error
 
+	// RecentAudit returns up to max audit entries before position before
+	// (0: from the newest), newest first, with Seq set.
+	RecentAudit(before uint64, max int) ([]AuditEntry, error)
+	// Counts returns how many links, inbox events and outbox jobs are
+	// stored and the position of the newest audit entry, without decoding them.
+	Counts() (Counts, error)
+
+	// DashboardSession returns the dashboard session stored under key
+	// (ErrNotFound if none), expired or not.
+	DashboardSession(key string) (DashboardSession, error)
+	// PutDashboardSession stores s under s.Key, replacing it.
+	PutDashboardSession(s DashboardSession) error
+	// DeleteDashboardSession removes a session. Deleting a missing one is not an error.
+	DeleteDashboardSession(key string) error
+	// PruneDashboardSessions deletes the sessions that expired at or
+	// before now and returns how many it removed.
+	PruneDashboardSessions(now time.Time) (int, error)
+
 	// Meta returns a small value stored under key (ErrNotFound if none).
 	Meta(key string) ([]byte, error)
 	// PutMeta stores a small value under key.
@@ -122,6 +140,12 @@ type Tx interface {
 type InboxEntry struct {
 	Seq   uint64
 	Event Event
+}
+
+// Counts is what Tx.Counts reports.
+type Counts struct {
+	Links, Inbox, Outbox int
+	LastAudit            uint64 // 0 when the audit log is empty
 }
 
 // Check is a scheduled recomputation of one Twitch user's roles, used when a

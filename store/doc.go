@@ -30,6 +30,9 @@ bbolt's byte order is their numeric and chronological order:
 	                 purpose (1 byte) + expiry + state key → empty (PruneOAuthStates walks only
 	                 the expired part, CountOAuthStates only one purpose's live part)
 	broadcaster      "token" → BroadcasterToken (the broadcaster's refresh and access token)
+	dashboard_sessions
+	                 hex SHA-256 of a session token → DashboardSession (schema 5; the token is
+	                 only in the browser's cookie)
 	bans             IP prefix ("203.0.113.7/32") → ban record, JSON encoded by package guard
 	                 (created by the first WriteBans, so it needs no migration)
 
@@ -38,7 +41,10 @@ Other packages may keep their own buckets in the same file through Bolt
 (package certs keeps the ACME account and certificates in "autocert").
 
 Update groups concurrent calls into one transaction and one fsync without
-waiting on a timer; see Update.
+waiting on a timer; see Update. After a commit that appended audit entries
+the commit loop leaves a value on AuditCommitted's channel if none is
+waiting there, and never waits: the dashboard's live feed wakes on it and
+reads the new entries in its own read transaction.
 
 # Caveats
 

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
@@ -55,7 +55,8 @@ func allBuckets() []string {
 		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeenByTime,
 		bucketInbox, bucketOutbox, bucketAudit, bucketRevocations, bucketChecks, bucketMeta,
 		bucketOAuthStates, bucketBroadcaster, // schema 2 (oauth.go)
-		bucketOAuthExpiry, // schema 3 (oauth.go)
+		bucketOAuthExpiry,       // schema 3 (oauth.go)
+		bucketDashboardSessions, // schema 5 (dashboard.go)
 	}
 }
 
@@ -86,6 +87,8 @@ func migrations() []func(*bolt.Tx) error {
 			}
 			return err
 		},
+		// 4 → 5: dashboard sessions (dashboard.go).
+		migrateDashboard,
 	}
 }
 
@@ -124,6 +127,7 @@ type Store struct {
 	closeErr  error
 
 	commits atomic.Uint64 // read-write transactions committed by the loop
+	audited chan struct{} // AuditCommitted; buffered 1, sent to without waiting
 
 	// seen is the set of seen message ids (seen.go). writeMu is held by the
 	// commit loop from the start of a transaction until seen reflects its
@@ -160,6 +164,7 @@ func Open(path string, opts Options) (*Store, error) {
 		requests: make(chan *request),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
+		audited:  make(chan struct{}, 1),
 	}
 	if err := db.View(s.seen.load); err != nil {
 		db.Close()

@@ -752,6 +752,11 @@ func TestViewWrites(t *testing.T) {
 		"ScheduleCheck":   func(tx subrole.Tx) error { return tx.ScheduleCheck(subrole.Check{At: t0, TwitchUserID: "t"}) },
 		"DeleteCheck":     func(tx subrole.Tx) error { return tx.DeleteCheck(subrole.Check{At: t0, TwitchUserID: "t"}) },
 		"PutMeta":         func(tx subrole.Tx) error { return tx.PutMeta("k", []byte("v")) },
+		"PutDashboardSession": func(tx subrole.Tx) error {
+			return tx.PutDashboardSession(subrole.DashboardSession{Key: "k", Expires: t0})
+		},
+		"DeleteDashboardSession": func(tx subrole.Tx) error { return tx.DeleteDashboardSession("k") },
+		"PruneDashboardSessions": func(tx subrole.Tx) error { _, err := tx.PruneDashboardSessions(t0); return err },
 	}
 	for name, write := range writes {
 		t.Run(name, func(t *testing.T) {

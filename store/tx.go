@@ -19,6 +19,9 @@ type tx struct {
 	// commit loop once the transaction is committed.
 	seen        *seenSet
 	seenChanges map[seenKey]int64
+	// audited is set when the transaction appended an audit entry, so
+	// that its commit wakes Store.AuditCommitted.
+	audited bool
 	// oauthWork, if set (tests only), counts the OAuth state records
 	// decoded and index keys visited (oauth.go).
 	oauthWork *int
@@ -407,6 +410,7 @@ func (t *tx) AppendAudit(e subrole.AuditEntry) error {
 	if _, err := appendSeq(t.bucket(bucketAudit), e); err != nil {
 		return fmt.Errorf("store: append audit entry (%s): %w", e.Kind, err)
 	}
+	t.audited = true
 	return nil
 }
 

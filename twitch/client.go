@@ -229,10 +229,16 @@ func (c *Client) oauthConfig(redirectURI string, scopes []string) *oauth2.Config
 
 // AuthCodeURL returns Twitch's authorize URL for the authorization code
 // flow: response_type=code, the client id, redirectURI, the scopes and
-// state, all escaped. forceVerify makes Twitch show the consent page even to
-// a user who approved before, so they can switch accounts.
+// state, all escaped (no scopes: an empty scope). forceVerify makes Twitch
+// show the consent page even to a user who approved before, so they can
+// switch accounts.
 func (c *Client) AuthCodeURL(redirectURI, state string, scopes []string, forceVerify bool) string {
 	var opts []oauth2.AuthCodeOption
+	if len(scopes) == 0 {
+		// Twitch documents scope as required; a sign-in that needs no
+		// permission sends it empty (x/oauth2 would leave it out).
+		opts = append(opts, oauth2.SetAuthURLParam("scope", ""))
+	}
 	if forceVerify {
 		opts = append(opts, oauth2.SetAuthURLParam("force_verify", "true"))
 	}

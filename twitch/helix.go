@@ -180,6 +180,25 @@ func (c *Client) ConnectBroadcaster(ctx context.Context, code, redirectURI strin
 		RefreshToken: tok.RefreshToken, Expires: tok.Expires, Scopes: v.Scopes, Connected: c.now()}, nil
 }
 
+// Identify exchanges a code from an authorization without scopes (the
+// dashboard's sign-in), reads who authorized with GET /validate, and
+// revokes the token: only the user's id and login are kept.
+func (c *Client) Identify(ctx context.Context, code, redirectURI string) (userID, login string, err error) {
+	tok, err := c.Exchange(ctx, code, redirectURI)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.revokeQuietly(ctx, tok.AccessToken)
+	v, err := c.Validate(ctx, tok.AccessToken)
+	if err != nil {
+		return "", "", err
+	}
+	if v.UserID == "" {
+		return "", "", &APIError{Op: "validate token", Status: http.StatusOK, Message: "no user in a user token", Kind: ErrRejected}
+	}
+	return v.UserID, v.Login, nil
+}
+
 // revokeQuietly revokes a token, logging a failure instead of returning
 // it: the token expires by itself within hours.
 func (c *Client) revokeQuietly(ctx context.Context, token string) {

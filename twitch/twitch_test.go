@@ -497,3 +497,34 @@ func TestRunValidatesPeriodically(t *testing.T) {
 		t.Fatalf("status %+v", b.Status())
 	}
 }
+
+// TestIdentify: a sign-in without scopes says who signed in, and its token
+// is revoked at once.
+func TestIdentify(t *testing.T) {
+	f, _ := newFixture(t, 0)
+	f.tw.AddUser("500001", "alice_tv")
+	redirect := "https://subs.example/twitch_callback"
+	u := f.c.AuthCodeURL(redirect, "state", nil, false)
+	p, _ := url.Parse(u)
+	if q := p.Query(); !q.Has("scope") || q.Get("scope") != "" {
+		t.Fatalf("authorize URL without scopes: %s", u)
+	}
+	f.tw.SetAuthorizingUser("500001")
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cb, _ := url.Parse(resp.Header.Get("Location"))
+	id, login, err := f.c.Identify(context.Background(), cb.Query().Get("code"), redirect)
+	if err != nil || id != "500001" || login != "alice_tv" {
+		t.Fatalf("identify: %q %q %v", id, login, err)
+	}
+	if f.tw.ValidAccessTokens("500001") != 0 {
+		t.Fatal("the sign-in token was not revoked")
+	}
+	if _, _, err := f.c.Identify(context.Background(), cb.Query().Get("code"), redirect); !errors.Is(err, twitch.ErrInvalidGrant) {
+		t.Fatalf("a used code: %v", err)
+	}
+}

@@ -10,12 +10,17 @@ import (
 	"strings"
 )
 
-//go:embed assets/page.html assets/subrole.css
+//go:embed assets/page.html assets/dashboard.html assets/subrole.css assets/dashboard.js
 var assets embed.FS
 
 // pageTemplate is parsed once per Handler (no package-level state).
 func pageTemplate() *template.Template {
 	return template.Must(template.ParseFS(assets, "assets/page.html"))
+}
+
+// dashboardTemplate is the dashboard's page, parsed once per Handler.
+func dashboardTemplate() *template.Template {
+	return template.Must(template.ParseFS(assets, "assets/dashboard.html"))
 }
 
 // page is what the template renders.
@@ -134,6 +139,36 @@ var (
 	txtScopeTitle = text{"Permission missing", "権限が不足しています"}
 	txtScope      = text{"The authorization did not include permission to read subscriptions. Nothing was changed. Open this page again and approve every permission.",
 		"サブスク情報を読み取る権限が許可されませんでした。何も変更していません。もう一度このページを開き、すべての権限を許可してください。"}
+)
+
+// The dashboard's texts.
+var (
+	txtDashTitle          = text{"Live dashboard", "ライブダッシュボード"}
+	txtDashSignedIn       = text{"Signed in as %s", "%s としてログイン中"}
+	txtDashSignOut        = text{"Sign out", "ログアウト"}
+	txtDashCounts         = text{"Now", "現在"}
+	txtDashRecent         = text{"Recent changes (newest first)", "最近の変更（新しい順）"}
+	txtDashLive           = text{"live", "ライブ"}
+	txtDashOffline        = text{"reconnecting…", "再接続中…"}
+	txtDashEnded          = text{"The live feed ended (%s). Reload the page to continue.", "ライブ更新が終了しました（%s）。続けるにはページを再読み込みしてください。"}
+	txtDashEmpty          = text{"Nothing has happened yet.", "まだ何も起きていません。"}
+	txtDashStatus         = text{"Status", "状態"}
+	txtDashLinked         = text{"Linked members", "連携メンバー"}
+	txtDashInbox          = text{"Inbox (events waiting)", "受信待ち（イベント）"}
+	txtDashOutbox         = text{"Outbox (role changes waiting)", "送信待ち（ロール変更）"}
+	txtDashFailures       = text{"Role changes failed", "ロール変更の失敗"}
+	txtDashMember         = text{"member %s", "メンバー %s"}
+	txtDashReconcile      = text{"Last reconcile: %s, %d subscribers, %d drifts fixed, %d members' roles repaired", "前回の照合: %s、サブスク %d 件、差分修正 %d 件、ロール修復 %d 人"}
+	txtDashNoReconcile    = text{"No reconcile pass has finished yet.", "照合はまだ完了していません。"}
+	txtDashDeniedTitle    = text{"Not allowed", "閲覧できません"}
+	txtDashDenied         = text{"You signed in to Twitch as %s (ID %s), who may not see this dashboard. Nothing was changed.", "Twitch に %s（ID %s）としてログインしましたが、このアカウントはダッシュボードを閲覧できません。何も変更していません。"}
+	txtDashWho            = text{"Only the channel's broadcaster and the Twitch accounts the operator listed in SUBROLE_DASHBOARD_USERS may see it. Sign out of Twitch and try again with one of those accounts.", "閲覧できるのはチャンネルの配信者と、運営者が SUBROLE_DASHBOARD_USERS に登録した Twitch アカウントだけです。Twitch からログアウトし、それらのアカウントでもう一度お試しください。"}
+	txtDashBad            = text{"This sign-in link has expired or was already used. Nothing was changed. Open %s to sign in again.", "このログインリンクは期限切れか、すでに使われています。何も変更していません。%s を開いてもう一度ログインしてください。"}
+	txtDashRetry          = text{"Something went wrong while talking to Twitch or reading the database. Nothing was changed. Please try again in a minute.", "Twitch との通信またはデータベースの読み取りで問題が発生しました。何も変更していません。1分ほどしてからもう一度お試しください。"}
+	txtDashCancelledTitle = text{"Not signed in", "ログインしていません"}
+	txtDashCancelled      = text{"You cancelled the sign-in on Twitch. Nothing was changed. Open %s to try again.", "Twitch でのログインがキャンセルされました。何も変更していません。もう一度 %s を開いてください。"}
+	txtDashSignedOutTitle = text{"Signed out", "ログアウトしました"}
+	txtDashSignedOut      = text{"Your dashboard session has ended. Open %s to sign in again.", "ダッシュボードのセッションを終了しました。もう一度ログインするには %s を開いてください。"}
 )
 
 // render writes p with the security headers every page carries: a CSP that

@@ -1,11 +1,12 @@
 // Package web serves subrole's browser-facing pages: the three legs of a
 // member's /link (GET /link/start, GET /discord_callback, GET
 // /twitch_callback), the start of the broadcaster's authorization (GET
-// /broadcaster/connect), and the pages they answer with, in Japanese or
-// English by Accept-Language. The dashboard will live here too: this is the
-// one package that speaks HTML to people, so the templates, the page
-// security headers (a strict Content-Security-Policy, no referrer, no
-// caching) and the language choice are shared instead of copied.
+// /broadcaster/connect), the streamer's live dashboard (GET /dashboard and
+// its feed, see dashboard.go), and the pages they answer with, in Japanese
+// or English by Accept-Language. This is the one package that speaks HTML
+// to people, so the templates, the page security headers (a strict
+// Content-Security-Policy, no referrer, no caching) and the language
+// choice are shared instead of copied.
 //
 // A /link is bound to the member who ran it before Twitch is asked. The
 // button opens /link/start, which sets a random HttpOnly cookie (the state
@@ -17,10 +18,19 @@
 // is refused with a page telling them to run /link themselves, and the
 // state is voided.
 //
+// The dashboard is for the broadcaster and the Twitch accounts in
+// Config.DashboardUsers. They sign in with Twitch through the same
+// /twitch_callback (the state's purpose tells the flows apart); the
+// session is a random HttpOnly cookie whose hash the core stores, so a
+// restart keeps it and signing out (POST) ends it. Its live feed is
+// Server-Sent Events of the audit log, with each entry's position as the
+// event id, so a reconnecting browser resumes where it was.
+//
 // The package talks to the core, Discord and Twitch only through the small
-// Core, Discord and Twitch interfaces; cmd/subrole wires *subrole.Service,
-// *discord.OAuth and *twitch.Client into them. Pages are html/template,
-// embedded, with one stylesheet and no script.
+// Core, DashboardCore, Discord and Twitch interfaces; cmd/subrole wires
+// *subrole.Service, *discord.OAuth and *twitch.Client into them. Pages are
+// html/template, embedded, with one stylesheet; only the dashboard has a
+// script (embedded, same origin).
 package web
 
 import (
@@ -93,6 +103,9 @@ type Twitch interface {
 	CheckViewer(ctx context.Context, code, redirectURI, broadcasterID string) (subrole.Viewer, error)
 	// ConnectBroadcaster exchanges the broadcaster's code and validates the token.
 	ConnectBroadcaster(ctx context.Context, code, redirectURI string) (subrole.BroadcasterToken, error)
+	// Identify exchanges a code from a sign-in without scopes, returns who
+	// signed in, and revokes the token.
+	Identify(ctx context.Context, code, redirectURI string) (userID, login string, err error)
 	// Revoke revokes an access token.
 	Revoke(ctx context.Context, accessToken string) error
 }
@@ -146,6 +159,30 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives one line per callback outcome. Nil discards logs.
 	Logger *slog.Logger
+
+	// Dashboard, if set, turns on the live dashboard (dashboard.go) for
+	// BroadcasterID and DashboardUsers. Nil: its routes answer 404.
+	Dashboard DashboardCore
+	// DashboardUsers are the Twitch user ids, besides BroadcasterID, who
+	// may see the dashboard.
+	DashboardUsers []string
+	// AuditCommitted receives a value after commits that appended audit
+	// entries (store.Store.AuditCommitted); RunFeed wakes the live feeds
+	// on it. Nil: RunFeed wakes them every second.
+	AuditCommitted <-chan struct{}
+	// DashboardStatus, if set, returns lines for the dashboard's status
+	// box (EventSub, the broadcaster's connection). It must be quick.
+	DashboardStatus func() []string
+	// SessionTTL is how long a dashboard sign-in lasts. Zero means
+	// subrole.DashboardSessionTTL (12 h).
+	SessionTTL time.Duration
+	// MaxStreams caps the live feeds open at once (beyond: 503), and
+	// MaxStreamsPerSession those of one session (beyond: 429). Zero means
+	// 64 and 4.
+	MaxStreams, MaxStreamsPerSession int
+	// Heartbeat is how often an idle live feed sends a keep-alive comment
+	// (and checks that its session still exists). Zero means 15 s.
+	Heartbeat time.Duration
 }
 
 // Handler serves the OAuth pages. Create it with New.
@@ -158,6 +195,12 @@ type Handler struct {
 	discordRedirect string // Discord's redirect URI
 	secure          bool   // https: the cookie is Secure and __Host- prefixed
 	stylePath       string
+	origin          string // scheme://host of PublicURL, for the sign-out's Origin check
+	// The dashboard: its template, paths as browsers see them (behind a
+	// proxy's path prefix), and state; dash is nil when it is off.
+	dashTmpl             *template.Template
+	dashPath, scriptPath string
+	dash                 *dashboard
 }
 
 // New returns a Handler for cfg.
@@ -170,14 +213,28 @@ func New(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("web: public URL %q is not an http(s) URL", cfg.PublicURL)
 	}
 	base := strings.TrimSuffix(cfg.PublicURL, "/")
+	prefix := strings.TrimSuffix(u.Path, "/")
 	h := &Handler{cfg: cfg, log: cfg.Logger, tmpl: pageTemplate(), base: base, redirect: base + CallbackPath,
 		discordRedirect: base + DiscordCallbackPath, secure: u.Scheme == "https",
-		stylePath: strings.TrimSuffix(u.Path, "/") + StylePath}
+		stylePath: prefix + StylePath, origin: u.Scheme + "://" + u.Host,
+		dashTmpl: dashboardTemplate(), dashPath: prefix + DashboardPath, scriptPath: prefix + ScriptPath}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.cfg.Timeout <= 0 {
 		h.cfg.Timeout = 10 * time.Second
+	}
+	if h.cfg.MaxStreams <= 0 {
+		h.cfg.MaxStreams = defaultMaxStreams
+	}
+	if h.cfg.MaxStreamsPerSession <= 0 {
+		h.cfg.MaxStreamsPerSession = defaultMaxStreamsPerSession
+	}
+	if h.cfg.Heartbeat <= 0 {
+		h.cfg.Heartbeat = defaultHeartbeat
+	}
+	if cfg.Dashboard != nil {
+		h.dash = newDashboard(&h.cfg)
 	}
 	return h, nil
 }
@@ -517,12 +574,22 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	log := h.log.With("remote", r.RemoteAddr)
 
 	if e := q.Get("error"); e != "" {
+		if tok, err := subrole.ParseState(raw); err == nil && tok.Purpose == subrole.PurposeDashboard && e == "access_denied" {
+			log.Info("web: callback: the user cancelled the dashboard sign-in on Twitch; nothing changed", "reason", e)
+			h.render(w, http.StatusOK, page{Lang: lang, Kind: "warning", Title: txtDashCancelledTitle.in(lang),
+				Paragraphs: []string{txtDashCancelled.in(lang, h.base+DashboardPath)}})
+			return
+		}
 		h.providerError(w, r, lang, log, "Twitch", e, q.Get("error_description"))
 		return
 	}
 	tok, err := subrole.ParseState(raw)
 	if err != nil {
 		h.refuse(w, r, lang, log, subrole.StateReason(err), subrole.OAuthState{})
+		return
+	}
+	if tok.Purpose == subrole.PurposeDashboard {
+		h.dashboardCallback(w, r, lang, log, raw)
 		return
 	}
 	st, err := h.cfg.Core.CheckState(r.Context(), raw, tok.Purpose)

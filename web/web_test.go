@@ -82,6 +82,9 @@ type envOptions struct {
 	discordSecret  string        // the secret the service uses; empty: the right one
 	discordLatency time.Duration // added to every Discord API call
 	timeout        time.Duration // web.Config.Timeout; zero: 5 s
+	dashboardUsers []string      // web.Config.DashboardUsers
+	maxStreams     [2]int        // web.Config.MaxStreams, MaxStreamsPerSession; zero: defaults
+	heartbeat      time.Duration // web.Config.Heartbeat; zero: default
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
@@ -127,7 +130,10 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 			e.mu.Lock()
 			e.conn = append(e.conn, tok)
 			e.mu.Unlock()
-		}})
+		},
+		Dashboard: e.svc, DashboardUsers: o.dashboardUsers, AuditCommitted: db.AuditCommitted(),
+		MaxStreams: o.maxStreams[0], MaxStreamsPerSession: o.maxStreams[1], Heartbeat: o.heartbeat,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,9 +143,19 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	mux.HandleFunc("GET "+web.CallbackPath, e.h.Callback)
 	mux.HandleFunc("GET "+web.ConnectPath, e.h.Connect)
 	mux.HandleFunc("GET "+web.StylePath, e.h.Style)
+	mux.HandleFunc("GET "+web.DashboardPath, e.h.Dashboard)
+	mux.HandleFunc("GET "+web.DashboardLoginPath, e.h.DashboardLogin)
+	mux.HandleFunc("POST "+web.DashboardLogoutPath, e.h.DashboardLogout)
+	mux.HandleFunc("GET "+web.DashboardEventsPath, e.h.DashboardEvents)
+	mux.HandleFunc("GET "+web.ScriptPath, e.h.Script)
 	srv.Config.Handler = mux
+
 	srv.Start()
 	t.Cleanup(srv.Close)
+	feedCtx, stopFeed := context.WithCancel(context.Background())
+	go e.h.RunFeed(feedCtx)
+	t.Cleanup(stopFeed)
+	t.Cleanup(e.h.EndStreams) // before srv.Close, which waits for open feeds
 	return e
 }
 
@@ -393,6 +409,9 @@ func (twitchAuth) CheckViewer(context.Context, string, string, string) (subrole.
 }
 func (twitchAuth) ConnectBroadcaster(context.Context, string, string) (subrole.BroadcasterToken, error) {
 	return subrole.BroadcasterToken{}, errors.New("unused")
+}
+func (twitchAuth) Identify(context.Context, string, string) (string, string, error) {
+	return "", "", errors.New("unused")
 }
 func (twitchAuth) Revoke(context.Context, string) error { return nil }
 

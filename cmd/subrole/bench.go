@@ -35,7 +35,8 @@ in-process scenarios (fake Twitch and fake Discord on loopback, real wiring):
   steady    1,000 events/s for 60 s through the real wiring
   giftbomb  10,000 gifted subs in 10 s; the fake Discord rate limits
   scale     1,000,000 stored members: start-up time, RSS, file size
-  mixed     webhook ack beside back-to-back reconcile passes and probes
+  mixed     webhook ack beside back-to-back reconcile passes and probes; with -dashboards N
+            -pages R also N live dashboards and R dashboard page loads per second
   reconcile a reconcile pass over HTTP against the rate-limited fake Helix
 
 drills (each exits non-zero when an effect was lost or duplicated):

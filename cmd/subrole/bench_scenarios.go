@@ -306,8 +306,10 @@ func waitRoles(ctx context.Context, dc *discordtest.Server, want map[int]string,
 // benchMixedCmd is "subrole bench mixed": webhook acks alone, then while
 // full reconcile passes (Service.Reconcile over every stored member, with
 // Helix and Discord in memory, so that only subrole's own work is measured)
-// run back to back, and HTTP probes hit the service. The dashboard does not
-// exist yet: the probes (/readyz, /healthz) stand in for its reads.
+// run back to back, and HTTP probes hit the service. With -dashboards and
+// -pages, signed-in live dashboards follow the audit log and the dashboard
+// page is loaded during the loaded phase too: webhook ack under concurrent
+// reconcile and dashboard load.
 func benchMixedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, repeat, dirFlag := benchFlags("mixed", stderr)
 	rate := fs.Float64("rate", 1000, "events per second (open loop)")
@@ -315,6 +317,8 @@ func benchMixedCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	conns := fs.Int("conns", 64, "connections")
 	members := fs.Int("members", 100000, "linked members with subscriptions (each reconcile pass covers all of them)")
 	probes := fs.Float64("probes", 100, "HTTP probes per second during the loaded phase")
+	dashboards := fs.Int("dashboards", 0, "live dashboard feeds (signed-in SSE clients) during the loaded phase; the service allows 64")
+	pages := fs.Float64("pages", 0, "dashboard page loads per second during the loaded phase")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -351,9 +355,17 @@ func benchMixedCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 			bg, stopBG := context.WithCancel(ctx)
 			var passes, probesDone atomic.Int64
+			var dash *dashboardLoad
+			var wg sync.WaitGroup
+			if *dashboards > 0 || *pages > 0 {
+				base := strings.TrimSuffix(r.url, "/twitch_eventsub")
+				if dash, err = startDashboardLoad(bg, &wg, r.db, base, *dashboards, *pages); err != nil {
+					stopBG()
+					return nil, err
+				}
+			}
 			var passTimes latencies
 			var reconcileErr error
-			var wg sync.WaitGroup
 			wg.Go(func() {
 				for pass := 0; bg.Err() == nil; pass++ {
 					helix, roles := reconcileFakes(*members, pass == 0)
@@ -407,6 +419,7 @@ func benchMixedCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 			m.add("reconcile passes finished during the loaded phase", float64(passes.Load()), "")
 			m.addMs("reconcile pass time p50", passTimes.sorted().pct(50))
 			m.add("probes answered", float64(probesDone.Load()), "")
+			dash.addTo(&m)
 			return m, nil
 		})
 }

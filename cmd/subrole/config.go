@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,9 +32,11 @@ type config struct {
 	TwitchClientID      string
 	TwitchClientSecret  string
 	TwitchBroadcasterID string
-	TwitchAPIURL        string
-	TwitchAuthURL       string
-	EventSubSecret      string
+	// DashboardUsers may see the dashboard besides the broadcaster.
+	DashboardUsers []string
+	TwitchAPIURL   string
+	TwitchAuthURL  string
+	EventSubSecret string
 
 	// LinkDM sends members the summary of their /link by DM.
 	LinkDM bool
@@ -83,6 +86,7 @@ var settings = []setting{
 	{"SUBROLE_TWITCH_CLIENT_ID", "", "required: Twitch application client ID"},
 	{"SUBROLE_TWITCH_CLIENT_SECRET", "", "required: Twitch application client secret (secret)"},
 	{"SUBROLE_TWITCH_BROADCASTER_ID", "", "required: the broadcaster's numeric Twitch user ID"},
+	{"SUBROLE_DASHBOARD_USERS", "", "numeric Twitch user IDs, comma separated, who may see the live dashboard at /dashboard besides the broadcaster (moderators, say)"},
 	{"SUBROLE_EVENTSUB_SECRET", "", "required: EventSub webhook secret, 10-100 ASCII characters (secret)"},
 	{"SUBROLE_EVENTSUB_SECRET_PREVIOUS", "", "the secret being rotated away from: also accepted by the webhook until every subscription signed with it has been replaced (secret)"},
 	{"SUBROLE_RECONCILE_INTERVAL", "6h", "time between reconcile passes against Helix (a pass also runs at start when the last one is older, and on /subrole resync-all or 'subrole reconcile')"},
@@ -183,6 +187,19 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if v := c.TwitchBroadcasterID; v != "" && !isDigits(v) {
 		bad("SUBROLE_TWITCH_BROADCASTER_ID", "must be the numeric Twitch user ID, not the login name (got %q)", v)
+	}
+	if v := get("SUBROLE_DASHBOARD_USERS"); v != "" {
+		for id := range strings.SplitSeq(v, ",") {
+			id = strings.TrimSpace(id)
+			switch {
+			case id == "":
+				bad("SUBROLE_DASHBOARD_USERS", "has an empty entry; list numeric Twitch user IDs separated by commas, like 123456,789012")
+			case !isDigits(id) || len(id) > 20:
+				bad("SUBROLE_DASHBOARD_USERS", "must list numeric Twitch user IDs, not login names (got %q)", clipLog(id))
+			case !slices.Contains(c.DashboardUsers, id):
+				c.DashboardUsers = append(c.DashboardUsers, id)
+			}
+		}
 	}
 	if s := c.EventSubSecret; s != "" {
 		if n := len(s); n < 10 || n > 100 {

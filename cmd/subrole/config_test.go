@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,12 +53,16 @@ func TestLoadConfigValues(t *testing.T) {
 	env["SUBROLE_TIER_ROLES"] = "Cumulative"
 	env["SUBROLE_GRACE"] = "3d"
 	env["SUBROLE_ROLE_LINKED"] = "223456789012345670"
+	env["SUBROLE_DASHBOARD_USERS"] = " 111, 222 ,111"
 	c, err := loadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Policy.Mode != subrole.Cumulative || c.Policy.Grace != 72*time.Hour || c.Policy.Linked != "223456789012345670" {
 		t.Fatalf("policy %+v", c.Policy)
+	}
+	if !slices.Equal(c.DashboardUsers, []string{"111", "222"}) {
+		t.Fatalf("dashboard users %q", c.DashboardUsers)
 	}
 }
 
@@ -73,6 +78,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"discord client secret missing", "SUBROLE_DISCORD_CLIENT_SECRET", "", "SUBROLE_DISCORD_CLIENT_SECRET: is required"},
 		{"guild not a snowflake", "SUBROLE_DISCORD_GUILD_ID", "my-server", "SUBROLE_DISCORD_GUILD_ID: must be a Discord ID"},
 		{"broadcaster login instead of id", "SUBROLE_TWITCH_BROADCASTER_ID", "cooler_user", "SUBROLE_TWITCH_BROADCASTER_ID: must be the numeric Twitch user ID"},
+		{"dashboard user login", "SUBROLE_DASHBOARD_USERS", "1234,cooler_user", "SUBROLE_DASHBOARD_USERS: must list numeric Twitch user IDs, not login names (got \"cooler_user\")"},
+		{"dashboard user empty", "SUBROLE_DASHBOARD_USERS", "1234,,5678", "SUBROLE_DASHBOARD_USERS: has an empty entry"},
 		{"secret too short", "SUBROLE_EVENTSUB_SECRET", "123456789", "SUBROLE_EVENTSUB_SECRET: must be 10-100 characters, got 9"},
 		{"secret too long", "SUBROLE_EVENTSUB_SECRET", strings.Repeat("x", 101), "SUBROLE_EVENTSUB_SECRET: must be 10-100 characters, got 101"},
 		{"secret with space", "SUBROLE_EVENTSUB_SECRET", "secret with spaces", "SUBROLE_EVENTSUB_SECRET: must be printable ASCII"},

@@ -83,7 +83,9 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	d.summary()
 	if *keep {
+		w.twitchAPI.SetAuthorizingUser(w.twitchAPI.BroadcasterID()) // the fake Twitch signs the browser in as the streamer
 		fmt.Fprintf(stdout, "\nstill running (-keep): POST signed events to http://%s/twitch_eventsub; Ctrl-C stops.\n", ln.Addr())
+		fmt.Fprintf(stdout, "live dashboard: http://%s/dashboard (the fake Twitch signs you in as the broadcaster)\n", ln.Addr())
 		<-ctx.Done()
 	}
 	stop()

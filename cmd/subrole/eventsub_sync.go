@@ -294,6 +294,23 @@ func (h *healing) resyncAll(ctx context.Context, progress func(subrole.Reconcile
 	return h.reconcile(ctx, progress)
 }
 
+// dashboardStatus is the dashboard's line about EventSub subscriptions.
+func (h *healing) dashboardStatus() []string {
+	if h == nil || h.manager == nil {
+		return nil
+	}
+	st := h.manager.Status()
+	if !st.Synced {
+		return []string{"EventSub: subscriptions not synced yet"}
+	}
+	line := fmt.Sprintf("EventSub: subscriptions synced %s (%d kept, %d created, %d deleted)",
+		st.LastSync.UTC().Format("2006-01-02 15:04 MST"), st.Kept, st.Created, st.Deleted)
+	if st.LastError != "" {
+		line += "; the last sync failed"
+	}
+	return []string{line}
+}
+
 // warnings is what /readyz reports about subscriptions and reconcile: the
 // service still serves, but an operator should look.
 func (h *healing) warnings() []string {

@@ -28,6 +28,9 @@ type linking struct {
 	// onBroadcasterConnected, if set before serving, runs after the
 	// broadcaster authorized subrole (EventSub re-sync, reconcile).
 	onBroadcasterConnected func()
+	// dashboardStatus, if set before serving, gives the dashboard's status
+	// lines (EventSub, readiness warnings).
+	dashboardStatus func() []string
 	// dms are the link summaries being sent, waited for by close; once
 	// dmsClosed is set (under dmsMu) no new one starts.
 	dmsMu     sync.Mutex
@@ -118,6 +121,16 @@ func newLinking(ctx context.Context, cfg *config, log *slog.Logger, svc *subrole
 			}
 		},
 		Logger: log,
+
+		Dashboard:      svc,
+		DashboardUsers: cfg.DashboardUsers,
+		AuditCommitted: db.AuditCommitted(),
+		DashboardStatus: func() []string {
+			if lk.dashboardStatus == nil {
+				return nil
+			}
+			return lk.dashboardStatus()
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -157,4 +170,9 @@ func (lk *linking) mount(handle func(path string, h http.HandlerFunc, methods ..
 	handle(web.CallbackPath, lk.pages.Callback, http.MethodGet)
 	handle(web.ConnectPath, lk.pages.Connect, http.MethodGet)
 	handle(web.StylePath, lk.pages.Style, http.MethodGet, http.MethodHead)
+	handle(web.DashboardPath, lk.pages.Dashboard, http.MethodGet)
+	handle(web.DashboardLoginPath, lk.pages.DashboardLogin, http.MethodGet)
+	handle(web.DashboardLogoutPath, lk.pages.DashboardLogout, http.MethodPost)
+	handle(web.DashboardEventsPath, lk.pages.DashboardEvents, http.MethodGet)
+	handle(web.ScriptPath, lk.pages.Script, http.MethodGet, http.MethodHead)
 }

@@ -17,7 +17,9 @@ func routes(log *slog.Logger, webhook http.Handler, ready readiness, pages func(
 	r.Handle("/twitch_eventsub", webhook) // the handler answers 405 itself, with Allow
 	// Member linking's browser pages: GET /link/start (the /link button),
 	// GET /discord_callback and GET /twitch_callback (OAuth redirects),
-	// GET /broadcaster/connect, GET /assets/subrole.css.
+	// GET /broadcaster/connect, GET /assets/subrole.css; the dashboard:
+	// GET /dashboard, GET /dashboard/login, POST /dashboard/logout,
+	// GET /dashboard/events (its live feed), GET /assets/dashboard.js.
 	if pages != nil {
 		pages(func(path string, h http.HandlerFunc, methods ...string) { r.HandleFunc(path, h).Methods(methods...) })
 	}

@@ -120,7 +120,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	fe.adminMore = func(bans http.Handler) http.Handler { // "subrole reconcile", "eventsub sync", "import", "export"
 		return linksAPI(svc, log, heal.adminAPI(bans))
 	}
-	addr, err := fe.listen(routes(log, webhook, readiness{bot: bot, broadcaster: lk.broadcaster, front: fe, heal: heal}, lk.mount))
+	ready := readiness{bot: bot, broadcaster: lk.broadcaster, front: fe, heal: heal}
+	lk.dashboardStatus = func() []string { return append(heal.dashboardStatus(), ready.warnings()...) }
+	addr, err := fe.listen(routes(log, webhook, ready, lk.mount))
 	if err != nil {
 		return err
 	}
@@ -154,6 +156,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	start("certificates", fe.runCerts)
 	start("eventsub subscriptions", func(ctx context.Context) error { return heal.runEventSub(ctx, fe.tlsReady()) })
 	start("reconcile", heal.runReconcile)
+	start("dashboard feed", lk.pages.RunFeed)
 	fe.serve(errc)
 
 	select {
@@ -167,6 +170,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	// web's 10 s timeout plus 3 s to revoke a refused token.
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
+	lk.pages.EndStreams() // live dashboard feeds never end by themselves
 	if serr := fe.shutdown(shutdownCtx); serr != nil {
 		log.Warn("http: shutdown", "err", serr)
 	}
