@@ -30,6 +30,10 @@ bbolt's byte order is their numeric and chronological order:
 	                 purpose (1 byte) + expiry + state key → empty (PruneOAuthStates walks only
 	                 the expired part, CountOAuthStates only one purpose's live part)
 	broadcaster      "token" → BroadcasterToken (the broadcaster's refresh and access token)
+	outreach         Discord user id → OutreachRecord (the join that got a welcome, DMs refused,
+	                 the last month a relink request was sent)
+	outreach_jobs    due time + kind + "/" + Discord user id → OutreachJob (scheduled DMs: welcome,
+	                 follow-up, relink; DueOutreach and NextOutreach are cursor scans)
 	bans             IP prefix ("203.0.113.7/32") → ban record, JSON encoded by package guard
 	                 (created by the first WriteBans, so it needs no migration)
 
@@ -51,7 +55,7 @@ used after the function returns.
 A file can be opened by one process at a time: bbolt holds a file lock, and a
 second Open waits Options.Timeout and then fails.
 
-Times in keys (seen messages, checks) must lie between 1970 and 2262 and are
+Times in keys (seen messages, checks, outreach jobs) must lie between 1970 and 2262 and are
 read back in UTC.
 
 The store never logs; every failure is returned as an error, prefixed

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
@@ -55,7 +55,8 @@ func allBuckets() []string {
 		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeenByTime,
 		bucketInbox, bucketOutbox, bucketAudit, bucketRevocations, bucketChecks, bucketMeta,
 		bucketOAuthStates, bucketBroadcaster, // schema 2 (oauth.go)
-		bucketOAuthExpiry, // schema 3 (oauth.go)
+		bucketOAuthExpiry,                  // schema 3 (oauth.go)
+		bucketOutreach, bucketOutreachJobs, // schema 5 (outreach.go)
 	}
 }
 
@@ -86,6 +87,8 @@ func migrations() []func(*bolt.Tx) error {
 			}
 			return err
 		},
+		// 4 → 5: member outreach records and jobs (outreach.go).
+		migrateOutreach,
 	}
 }
 
