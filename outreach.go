@@ -461,8 +461,13 @@ const (
 )
 
 // decideSend is the pure decision whether a due job is still wanted, and
-// why not. linked reports whether the member is linked now.
-func decideSend(j OutreachJob, rec OutreachRecord, linked bool) (claimOutcome, string) {
+// why not. linked reports whether the member is linked now. A kind the
+// policy no longer sends (turned off since it was queued) is dropped.
+func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool) (claimOutcome, string) {
+	if (j.Kind == OutreachWelcome && !p.Welcome) || (j.Kind == OutreachFollowUp && p.FollowUp <= 0) ||
+		(j.Kind == OutreachRelink && p.Relink == RelinkOff) {
+		return claimCancel, fmt.Sprintf("%s not sent: turned off since it was queued", j.Kind)
+	}
 	switch j.Kind {
 	case OutreachWelcome:
 		if linked {
@@ -522,7 +527,7 @@ func (s *Service) sendDueOutreach(ctx context.Context, r OutreachRunner) (time.D
 			return err
 		}
 		var why string
-		outcome, why = decideSend(job, rec, linked)
+		outcome, why = decideSend(s.outreach, job, rec, linked)
 		if outcome == claimCancel {
 			return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: job.DiscordUserID, Detail: why})
 		}

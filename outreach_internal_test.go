@@ -80,26 +80,32 @@ func TestDecideSend(t *testing.T) {
 	welcome := OutreachJob{Kind: OutreachWelcome, DiscordUserID: "d"}
 	follow := OutreachJob{Kind: OutreachFollowUp, DiscordUserID: "d"}
 	relink := OutreachJob{Kind: OutreachRelink, DiscordUserID: "d", Month: "2026-12"}
+	on := OutreachPolicy{Welcome: true, FollowUp: time.Hour, Relink: RelinkAuto}
 	for _, c := range []struct {
 		name   string
+		p      OutreachPolicy
 		j      OutreachJob
 		rec    OutreachRecord
 		linked bool
 		want   claimOutcome
 	}{
-		{"welcome", welcome, rec, false, claimSend},
-		{"welcome after linking", welcome, rec, true, claimCancel},
-		{"follow-up", follow, rec, false, claimSend},
-		{"follow-up after linking", follow, rec, true, claimCancel},
-		{"follow-up after DMs refused", follow, closed, false, claimCancel},
-		{"follow-up, DMs refused before this join", follow, closedBefore, false, claimSend},
-		{"relink", relink, rec, true, claimSend},
-		{"relink after unlinking", relink, rec, false, claimCancel},
-		{"relink twice in a month", relink, relinked, true, claimCancel},
-		{"unknown kind", OutreachJob{Kind: "spam", DiscordUserID: "d"}, rec, false, claimCancel},
+		{"welcome", on, welcome, rec, false, claimSend},
+		{"welcome after linking", on, welcome, rec, true, claimCancel},
+		{"follow-up", on, follow, rec, false, claimSend},
+		{"follow-up after linking", on, follow, rec, true, claimCancel},
+		{"follow-up after DMs refused", on, follow, closed, false, claimCancel},
+		{"follow-up, DMs refused before this join", on, follow, closedBefore, false, claimSend},
+		{"relink", on, relink, rec, true, claimSend},
+		{"relink after unlinking", on, relink, rec, false, claimCancel},
+		{"relink twice in a month", on, relink, relinked, true, claimCancel},
+		{"unknown kind", on, OutreachJob{Kind: "spam", DiscordUserID: "d"}, rec, false, claimCancel},
+		{"welcome turned off", OutreachPolicy{FollowUp: time.Hour}, welcome, rec, false, claimCancel},
+		{"follow-up turned off", OutreachPolicy{Welcome: true}, follow, rec, false, claimCancel},
+		{"relink turned off", OutreachPolicy{Welcome: true}, relink, rec, true, claimCancel},
+		{"relink always", OutreachPolicy{Relink: RelinkAlways}, relink, rec, true, claimSend},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, why := decideSend(c.j, c.rec, c.linked)
+			got, why := decideSend(c.p, c.j, c.rec, c.linked)
 			if got != c.want || (got == claimCancel) != (why != "") {
 				t.Errorf("decideSend = %d %q, want %d", got, why, c.want)
 			}
