@@ -49,9 +49,12 @@ type RetryAfterError struct {
 	Err   error
 }
 
+// Error describes the failure and the wait.
 func (e *RetryAfterError) Error() string {
 	return fmt.Sprintf("%v (retry after %s)", e.Err, e.After)
 }
+
+// Unwrap returns the failure.
 func (e *RetryAfterError) Unwrap() error { return e.Err }
 
 // Messenger delivers outreach messages; the discord package implements it.
