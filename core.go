@@ -33,6 +33,9 @@ type Service struct {
 	reconciling  atomic.Bool   // one reconcile pass at a time
 	reconcileNow chan struct{} // RequestReconcile
 	onRevocation func(Revocation)
+
+	outreach      OutreachPolicy
+	outreachReady chan struct{} // a join was recorded, or WakeOutreach (outreach.go)
 }
 
 // Config configures a Service. Every field's zero value is usable except Store.
@@ -51,6 +54,9 @@ type Config struct {
 	// (not for duplicates), so that the subscription can be repaired. It is
 	// called on the webhook's request goroutine and must not block.
 	OnRevocation func(Revocation)
+	// Outreach says which DMs members get on join, later and monthly
+	// (outreach.go). The zero value sends none.
+	Outreach OutreachPolicy
 }
 
 // NewService returns a Service for cfg.
@@ -67,6 +73,9 @@ func NewService(cfg Config) *Service {
 
 		reconcileNow: make(chan struct{}, 1),
 		onRevocation: cfg.OnRevocation,
+
+		outreach:      cfg.Outreach,
+		outreachReady: make(chan struct{}, 1),
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -21,7 +21,7 @@ type Store interface {
 // Tx is one transaction on the Store. Its methods must not be used after the
 // function it was passed to returns. Lookups of a missing record return an
 // error wrapping ErrNotFound. A max of 0 returns nothing and a negative max
-// means no limit. Times stored in keys (MarkSeen, ScheduleCheck) must be
+// means no limit. Times stored in keys (MarkSeen, ScheduleCheck, ScheduleOutreach) must be
 // non-zero and between 1970 and 2262.
 type Tx interface {
 	// SeenMessage reports whether an EventSub message id was recorded by MarkSeen.
@@ -88,6 +88,22 @@ type Tx interface {
 	NextCheck() (Check, bool, error)
 	// DeleteCheck removes a check. Deleting a missing check is not an error.
 	DeleteCheck(c Check) error
+
+	// Outreach returns what outreach remembers about a Discord user
+	// (ErrNotFound if nothing).
+	Outreach(discordUserID string) (OutreachRecord, error)
+	// PutOutreach stores r, replacing the record of r.DiscordUserID.
+	PutOutreach(r OutreachRecord) error
+	// ScheduleOutreach stores j. A job of the same time, kind and user
+	// replaces it.
+	ScheduleOutreach(j OutreachJob) error
+	// DueOutreach returns up to max jobs due at or before now, earliest first.
+	DueOutreach(now time.Time, max int) ([]OutreachJob, error)
+	// NextOutreach returns the earliest scheduled job; false when there is none.
+	NextOutreach() (OutreachJob, bool, error)
+	// DeleteOutreach removes a job (by time, kind and user). Deleting a
+	// missing job is not an error.
+	DeleteOutreach(j OutreachJob) error
 
 	// OAuthState returns the pending OAuth round trip stored under key (the
 	// StateToken's Key), used or not (ErrNotFound if none).

@@ -21,6 +21,9 @@
 // reconcile passes against Helix (Reconcile) and grace-period checks end in
 // the same DesiredRoles and the same outbox.
 //
+// Member outreach (MemberJoined, RunOutreach) keeps welcome, follow-up and
+// monthly relink DMs as jobs in the store and sends them through a Messenger.
+//
 // Roles are desired state, not commands: every path ends in DesiredRoles, so
 // applying a job twice, or late, is harmless.
 package subrole

@@ -1,6 +1,7 @@
 // Package discord is subrole's Discord side: a discordgo session that checks
-// its token and permissions before it connects, and a role applier that
-// drains the core's outbox into role changes.
+// its token and permissions before it connects, a role applier that drains
+// the core's outbox into role changes, the slash commands, and member
+// outreach (joins reported to the core, welcome, follow-up and relink DMs).
 //
 // The package talks to Discord only through discordgo. discordgo computes its
 // endpoint URLs at init, so a different origin (a test server) is reached

@@ -33,6 +33,10 @@ bbolt's byte order is their numeric and chronological order:
 	dashboard_sessions
 	                 hex SHA-256 of a session token → DashboardSession (schema 5; the token is
 	                 only in the browser's cookie)
+	outreach         Discord user id → OutreachRecord (the join that got a welcome, DMs refused,
+	                 the last month a relink request was sent; schema 6)
+	outreach_jobs    due time + kind + "/" + Discord user id → OutreachJob (scheduled DMs: welcome,
+	                 follow-up, relink; DueOutreach and NextOutreach are cursor scans; schema 6)
 	bans             IP prefix ("203.0.113.7/32") → ban record, JSON encoded by package guard
 	                 (created by the first WriteBans, so it needs no migration)
 
@@ -57,7 +61,7 @@ used after the function returns.
 A file can be opened by one process at a time: bbolt holds a file lock, and a
 second Open waits Options.Timeout and then fails.
 
-Times in keys (seen messages, checks) must lie between 1970 and 2262 and are
+Times in keys (seen messages, checks, outreach jobs) must lie between 1970 and 2262 and are
 read back in UTC.
 
 The store never logs; every failure is returned as an error, prefixed

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
@@ -55,8 +55,9 @@ func allBuckets() []string {
 		bucketLinks, bucketLinksTwitch, bucketSubs, bucketSeenByTime,
 		bucketInbox, bucketOutbox, bucketAudit, bucketRevocations, bucketChecks, bucketMeta,
 		bucketOAuthStates, bucketBroadcaster, // schema 2 (oauth.go)
-		bucketOAuthExpiry,       // schema 3 (oauth.go)
-		bucketDashboardSessions, // schema 5 (dashboard.go)
+		bucketOAuthExpiry,                  // schema 3 (oauth.go)
+		bucketDashboardSessions,            // schema 5 (dashboard.go)
+		bucketOutreach, bucketOutreachJobs, // schema 6 (outreach.go)
 	}
 }
 
@@ -89,6 +90,8 @@ func migrations() []func(*bolt.Tx) error {
 		},
 		// 4 → 5: dashboard sessions (dashboard.go).
 		migrateDashboard,
+		// 5 → 6: member outreach records and jobs (outreach.go).
+		migrateOutreach,
 	}
 }
 

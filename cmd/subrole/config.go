@@ -52,6 +52,8 @@ type config struct {
 	frontendConfig
 	// healingConfig: EventSub secret rotation and reconcile (config_healing.go).
 	healingConfig
+	// outreachConfig: join, follow-up and relink DMs (config_outreach.go).
+	outreachConfig
 }
 
 // setting documents one environment variable; the README's table is made from the same facts.
@@ -102,6 +104,10 @@ var settings = []setting{
 	{"SUBROLE_TWITCH_API_URL", "https://api.twitch.tv/helix", "Helix API base URL"},
 	{"SUBROLE_TWITCH_AUTH_URL", "https://id.twitch.tv/oauth2", "Twitch OAuth base URL"},
 	{"SUBROLE_LINK_DM", "on", "on: DM members the summary of their /link (a member who refuses DMs is recorded, not retried); off: the result page only"},
+	{"SUBROLE_JOIN_DM", "on", "on: DM members who join the server and are not linked how to /link (once per join; a rejoin within 30 days gets nothing); off: no welcome"},
+	{"SUBROLE_JOIN_FOLLOWUP", "168h", "how long after such a join one reminder is DMed if the member is still in the server and not linked (Go duration or days, e.g. 7d); 0: none"},
+	{"SUBROLE_RELINK", "auto", "monthly relink request DMs to linked members, on the 1st in SUBROLE_TIMEZONE: auto: only in months that start while the broadcaster is not connected (no reconcile can repair drift then); always; off"},
+	{"SUBROLE_TIMEZONE", "Asia/Tokyo", "IANA time zone whose month boundaries SUBROLE_RELINK follows"},
 	{"SUBROLE_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"SUBROLE_LOG_FORMAT", "text", "text or json"},
 }
@@ -257,6 +263,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 
 	loadFrontendConfig(c, get, bad)
 	loadHealingConfig(c, get, bad)
+	loadOutreachConfig(c, get, bad)
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("SUBROLE_LOG_LEVEL"))); err != nil {
 		bad("SUBROLE_LOG_LEVEL", "must be debug, info, warn or error, got %q", get("SUBROLE_LOG_LEVEL"))

@@ -75,6 +75,7 @@ func FuzzLoadConfig(f *testing.F) {
 	f.Add("SUBROLE_TIER_ROLES=cumulative\nSUBROLE_GRACE=3d\nSUBROLE_ROLE_LINKED=223456789012345671")
 	f.Add("SUBROLE_TLS=files\nSUBROLE_TRUSTED_PROXIES=10.0.0.0/8,::1\nSUBROLE_RATE_LIMIT=0\nSUBROLE_BAN_IPV6_PREFIX=129")
 	f.Add("SUBROLE_EVENTSUB_SECRET=  spaced secret value  \nSUBROLE_LOG_LEVEL=loud\nSUBROLE_LOG_FORMAT=xml")
+	f.Add("SUBROLE_JOIN_DM=maybe\nSUBROLE_JOIN_FOLLOWUP=7d\nSUBROLE_RELINK=always\nSUBROLE_TIMEZONE=../etc/passwd")
 	f.Fuzz(func(t *testing.T, input string) {
 		env := parseFuzzEnv(input)
 		getenv := func(k string) string { return env[k] }

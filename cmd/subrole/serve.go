@@ -37,6 +37,8 @@ type hooks struct {
 	acmeClient *http.Client
 	// timeouts, if not zero, replace the server timeouts (slow-client tests).
 	timeouts serverTimeouts
+	// now, if set, is the core's clock (outreach tests pin it).
+	now func() time.Time
 }
 
 // newLogger returns the service logger described by cfg.
@@ -70,7 +72,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 		return err
 	}
 	heal := newHealing() // EventSub subscriptions and reconcile (eventsub_sync.go)
-	svc := subrole.NewService(subrole.Config{Store: db, Policy: cfg.Policy, Logger: log, OnRevocation: heal.revoked})
+	svc := subrole.NewService(subrole.Config{Store: db, Policy: cfg.Policy, Logger: log, OnRevocation: heal.revoked,
+		Outreach: cfg.Outreach, Now: h.now})
 
 	bot, err := discord.New(ctx, discord.Config{
 		Token:        cfg.DiscordToken,
@@ -90,6 +93,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 		return err
 	}
 	lk.commands.Attach() // before Open: READY carries the application id
+	out := newOutreach(log, svc, bot, lk.broadcaster)
+	out.discord.Attach() // member joins
 	if err := bot.Open(); err != nil {
 		return err
 	}
@@ -157,6 +162,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	start("eventsub subscriptions", func(ctx context.Context) error { return heal.runEventSub(ctx, fe.tlsReady()) })
 	start("reconcile", heal.runReconcile)
 	start("dashboard feed", lk.pages.RunFeed)
+	start("outreach", out.run)
 	fe.serve(errc)
 
 	select {
@@ -177,6 +183,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	stopWork()
 	wg.Wait()
 	lk.close() // interactions in flight and link summaries, before the bot and the store close
+	out.discord.Close()
 	return err
 }
 

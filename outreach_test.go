@@ -1,0 +1,336 @@
+package subrole_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/subrole/subrole"
+	"github.com/subrole/subrole/store"
+)
+
+// messenger is a fake subrole.Messenger that records what it sends.
+type messenger struct {
+	mu    sync.Mutex
+	sent  []string        // "kind user", in order
+	tries map[string]int  // "kind user" -> calls of SendOutreach
+	gone  map[string]bool // users not in the guild
+	// fail, if set, makes SendOutreach fail for the nth call (1-based) of a "kind user".
+	fail func(key string, n int) error
+}
+
+func (m *messenger) SendOutreach(_ context.Context, user string, k subrole.OutreachKind) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := string(k) + " " + user
+	if m.tries == nil {
+		m.tries = map[string]int{}
+	}
+	m.tries[key]++
+	if m.fail != nil {
+		if err := m.fail(key, m.tries[key]); err != nil {
+			return err
+		}
+	}
+	m.sent = append(m.sent, key)
+	return nil
+}
+
+func (m *messenger) InGuild(_ context.Context, user string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.gone[user], nil
+}
+
+func (m *messenger) snapshot() ([]string, map[string]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tries := map[string]int{}
+	for k, v := range m.tries {
+		tries[k] = v
+	}
+	return slices.Clone(m.sent), tries
+}
+
+// outreachFixture is a Service with an outreach policy and RunOutreach
+// running against a real store and a fake messenger.
+type outreachFixture struct {
+	t         *testing.T
+	path      string
+	db        *store.Store
+	svc       *subrole.Service
+	clock     *clock
+	msg       *messenger
+	policy    subrole.OutreachPolicy
+	connected bool
+	stop      func()
+}
+
+func newOutreachFixture(t *testing.T, p subrole.OutreachPolicy, start time.Time) *outreachFixture {
+	f := &outreachFixture{t: t, path: filepath.Join(t.TempDir(), "subrole.db"), clock: &clock{t: start}, msg: &messenger{}, policy: p}
+	f.start()
+	t.Cleanup(func() { f.stop() })
+	return f
+}
+
+// start opens the store and starts the service (again, after stop).
+func (f *outreachFixture) start() {
+	f.t.Helper()
+	db, err := store.Open(f.path, store.Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.db = db
+	f.svc = subrole.NewService(subrole.Config{Store: db, Policy: policy, Now: f.clock.Now, Outreach: f.policy})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		f.svc.RunOutreach(ctx, subrole.OutreachRunner{Messenger: f.msg, Pace: time.Millisecond, RetryAfter: time.Minute,
+			BroadcasterConnected: func(context.Context) bool { return f.connected }})
+		close(done)
+	}()
+	f.stop = func() { cancel(); <-done; db.Close() }
+}
+
+func (f *outreachFixture) restart() {
+	f.stop()
+	f.start()
+}
+
+// advance moves the clock and wakes RunOutreach.
+func (f *outreachFixture) advance(d time.Duration) {
+	f.clock.Add(d)
+	f.svc.WakeOutreach()
+}
+
+func (f *outreachFixture) join(user string) subrole.JoinOutcome {
+	f.t.Helper()
+	out, err := f.svc.MemberJoined(context.Background(), subrole.MemberJoin{DiscordUserID: user, JoinedAt: f.clock.Now()})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// audit returns the outreach audit details.
+func (f *outreachFixture) audit() []string {
+	f.t.Helper()
+	var out []string
+	err := f.db.View(context.Background(), func(tx subrole.Tx) error {
+		entries, err := tx.Audit(0, -1)
+		for _, e := range entries {
+			if e.Kind == subrole.AuditOutreach {
+				out = append(out, e.DiscordUserID+": "+e.Detail)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// waitAudit waits until an outreach audit entry contains each of parts.
+func (f *outreachFixture) waitAudit(parts ...string) {
+	f.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, a := range f.audit() {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(a, p)
+			}
+			if ok {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.t.Fatalf("no outreach audit entry with %q; have:\n%s", parts, strings.Join(f.audit(), "\n"))
+}
+
+// idle waits until no outreach job is due and returns what was sent.
+func (f *outreachFixture) idle() []string {
+	f.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var due int
+		f.db.View(context.Background(), func(tx subrole.Tx) error {
+			jobs, err := tx.DueOutreach(f.clock.Now(), -1)
+			due = len(jobs)
+			return err
+		})
+		if due == 0 {
+			time.Sleep(20 * time.Millisecond) // a claimed job finishes sending
+			sent, _ := f.msg.snapshot()
+			return sent
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.t.Fatal("outreach jobs stay due")
+	return nil
+}
+
+// wantSent compares what was sent, in any order.
+func wantSent(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("sent %q, want %q", got, want)
+	}
+}
+
+var outreachStart = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+
+func TestOutreachJoinWelcomeOnce(t *testing.T) {
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true}, outreachStart)
+	if out := f.join("d1"); out != subrole.JoinQueued {
+		t.Fatalf("join = %s", out)
+	}
+	f.waitAudit("d1", "welcome: sent")
+	// The same join again, and after a restart: nothing more.
+	if out := f.join("d1"); out != subrole.JoinDuplicate {
+		t.Errorf("second join = %s", out)
+	}
+	f.restart()
+	if out := f.join("d1"); out != subrole.JoinDuplicate {
+		t.Errorf("join after restart = %s", out)
+	}
+	// Linked members and bots get nothing.
+	if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: "d2", TwitchUserID: "t2"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.join("d2"); out != subrole.JoinLinked {
+		t.Errorf("linked join = %s", out)
+	}
+	if out, _ := f.svc.MemberJoined(context.Background(), subrole.MemberJoin{DiscordUserID: "b1", Bot: true}); out != subrole.JoinBot {
+		t.Errorf("bot join = %s", out)
+	}
+	wantSent(t, f.idle(), "welcome d1")
+	// A rejoin after the gap is welcomed again.
+	f.advance(subrole.DefaultRejoinGap)
+	if out := f.join("d1"); out != subrole.JoinQueued {
+		t.Errorf("rejoin after the gap = %s", out)
+	}
+	f.waitAudit("d1", "welcome: sent")
+	wantSent(t, f.idle(), "welcome d1", "welcome d1")
+}
+
+func TestOutreachFollowUp(t *testing.T) {
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true, FollowUp: 168 * time.Hour}, outreachStart)
+	for _, u := range []string{"stays", "links", "leaves"} {
+		f.join(u)
+	}
+	wantSent(t, f.idle(), "welcome leaves", "welcome links", "welcome stays")
+	if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: "links", TwitchUserID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.msg.mu.Lock()
+	f.msg.gone = map[string]bool{"leaves": true}
+	f.msg.mu.Unlock()
+	f.restart() // the follow-ups are durable
+	f.advance(168*time.Hour - time.Minute)
+	wantSent(t, f.idle(), "welcome leaves", "welcome links", "welcome stays")
+	f.advance(time.Minute)
+	f.waitAudit("stays", "followup: sent")
+	f.waitAudit("links", "follow-up not sent: the member linked")
+	f.waitAudit("leaves", "not sent: the member is no longer in the server")
+	wantSent(t, f.idle(), "welcome leaves", "welcome links", "welcome stays", "followup stays")
+}
+
+func TestOutreachDMClosed(t *testing.T) {
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true, FollowUp: time.Hour}, outreachStart)
+	f.msg.fail = func(key string, _ int) error {
+		if strings.HasSuffix(key, " closed") {
+			return fmt.Errorf("discord: DM: %w", subrole.ErrDMClosed)
+		}
+		return nil
+	}
+	f.join("closed")
+	f.waitAudit("closed", "welcome: not delivered: the member does not accept DMs")
+	f.advance(2 * time.Hour)
+	f.waitAudit("closed", "follow-up not sent: the member does not accept DMs")
+	f.idle()
+	if _, tries := f.msg.snapshot(); tries["welcome closed"] != 1 || tries["followup closed"] != 0 {
+		t.Errorf("tries %v, want one welcome attempt and no follow-up", tries)
+	}
+}
+
+func TestOutreachRetries(t *testing.T) {
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true}, outreachStart)
+	f.msg.fail = func(key string, n int) error {
+		switch {
+		case key == "welcome flaky" && n <= 2:
+			return &subrole.RetryAfterError{After: 90 * time.Second, Err: errors.New("429 Too Many Requests")}
+		case key == "welcome broken":
+			return errors.New("500 Internal Server Error")
+		}
+		return nil
+	}
+	f.join("flaky")
+	f.join("broken")
+	f.waitAudit("flaky", "attempt 1 failed")
+	f.waitAudit("broken", "attempt 1 failed")
+	// Retries wait in the store: nothing is tried again before they are due.
+	f.idle()
+	if _, tries := f.msg.snapshot(); tries["welcome flaky"] != 1 || tries["welcome broken"] != 1 {
+		t.Fatalf("tries %v before the retry is due", tries)
+	}
+	for range 6 {
+		f.advance(time.Hour)
+		f.idle()
+	}
+	f.waitAudit("broken", "given up after 5 attempts")
+	sent, tries := f.msg.snapshot()
+	wantSent(t, sent, "welcome flaky")
+	if tries["welcome flaky"] != 3 || tries["welcome broken"] != 5 {
+		t.Errorf("tries %v, want 3 and 5", tries)
+	}
+}
+
+func TestOutreachRelink(t *testing.T) {
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	newYear := time.Date(2027, 1, 1, 0, 0, 0, 0, tokyo)
+	for _, c := range []struct {
+		name      string
+		mode      subrole.RelinkMode
+		connected bool
+		want      []string
+	}{
+		{"auto, not connected", subrole.RelinkAuto, false, []string{"relink d1", "relink d2"}},
+		{"auto, connected", subrole.RelinkAuto, true, nil},
+		{"always", subrole.RelinkAlways, true, []string{"relink d1", "relink d2"}},
+		{"off", subrole.RelinkOff, false, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newOutreachFixture(t, subrole.OutreachPolicy{Relink: c.mode, Location: tokyo}, newYear.Add(-time.Minute))
+			f.connected = c.connected
+			for _, u := range []string{"d1", "d2"} {
+				if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: u, TwitchUserID: "t" + u}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The first run only remembers the month; nothing until the
+			// month ends in Tokyo (still December in UTC).
+			f.advance(30 * time.Second)
+			wantSent(t, f.idle(), []string(nil)...)
+			f.advance(time.Minute)
+			f.waitAudit("relink requests for 2027-01")
+			wantSent(t, f.idle(), c.want...)
+			// Once a month, across restarts.
+			f.restart()
+			f.advance(10 * 24 * time.Hour)
+			wantSent(t, f.idle(), c.want...)
+		})
+	}
+}
