@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -27,11 +28,32 @@ import (
 var version = "dev"
 
 func main() {
+	spareProcessor()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "subrole:", err)
 		os.Exit(1)
+	}
+}
+
+// spareProcessor lets Go run one more goroutine at a time than there are
+// CPUs, unless GOMAXPROCS is set. The store's commit loop spends most of
+// its time in fdatasync; while it waits there, its processor goes to the
+// HTTP handlers, and when fsync returns the loop has to queue behind them
+// for a processor before it can answer the group it just made durable and
+// start the next one. One spare processor lets it run at once. Measured on
+// 2 CPUs at concurrency 64 (BENCHMARKS.md): events per commit 15 → 24,
+// acknowledged events per second +20%, the p99 at 1,000/s 4.9 → 3.6 ms,
+// the single-request latency unchanged. Setting it turns off the runtime's
+// tracking of a container's CPU limit, so it is skipped when that limit
+// already gave fewer processors than CPUs.
+func spareProcessor() {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	if n := runtime.GOMAXPROCS(0); n >= runtime.NumCPU() {
+		runtime.GOMAXPROCS(n + 1)
 	}
 }
 
