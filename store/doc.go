@@ -16,7 +16,8 @@ bbolt's byte order is their numeric and chronological order:
 
 	links            Discord user id → Link
 	links_by_twitch  Twitch user id → Discord user id (each side links once)
-	subscriptions    Twitch user id → Subscription
+	subscriptions    Twitch user id → Subscription (binary since schema 7, see subscription.go;
+	                 JSON before, still read)
 	seen_by_time     time received + message id → empty (PruneSeen walks it oldest first;
 	                 Open reads it into the in-memory set SeenMessage answers from, see seen.go)
 	inbox            sequence → Event (accepted, not yet applied)

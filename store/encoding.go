@@ -11,7 +11,8 @@ import (
 
 // This file is the only place that knows how keys and values are laid out.
 //
-// Values of domain types are JSON (the types carry json tags). Sequence keys
+// Values of domain types are JSON (the types carry json tags), except
+// subscription state, which has a binary form (subscription.go). Sequence keys
 // are 8-byte big-endian integers, so bbolt's byte order is numeric order.
 // Time keys are 8-byte big-endian Unix nanoseconds, optionally followed by an
 // id, so a cursor walks them oldest first.

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. Open
 // migrates older files up to it and refuses newer ones.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // Bucket names. Keys and values are described in the package documentation.
 const (
@@ -92,6 +92,11 @@ func migrations() []func(*bolt.Tx) error {
 		migrateDashboard,
 		// 5 → 6: member outreach records and jobs (outreach.go).
 		migrateOutreach,
+		// 6 → 7: subscription state is written in a binary form
+		// (subscription.go). JSON values stay readable and are rewritten as
+		// their users' state changes, so there is nothing to convert; the
+		// version keeps older binaries, which read only JSON, away.
+		func(*bolt.Tx) error { return nil },
 	}
 }
 

@@ -221,13 +221,13 @@ func (t *tx) DeleteInbox(seq uint64) error {
 
 // Subscription returns the state of one Twitch user.
 func (t *tx) Subscription(twitchUserID string) (subrole.Subscription, error) {
-	var s subrole.Subscription
-	ok, err := get(t.bucket(bucketSubs), []byte(twitchUserID), &s)
-	if err != nil {
-		return subrole.Subscription{}, fmt.Errorf("store: subscription of twitch user %s: %w", twitchUserID, err)
-	}
-	if !ok {
+	data := t.bucket(bucketSubs).Get([]byte(twitchUserID))
+	if data == nil {
 		return subrole.Subscription{}, fmt.Errorf("store: subscription of twitch user %s: %w", twitchUserID, subrole.ErrNotFound)
+	}
+	var s subrole.Subscription
+	if err := decodeSubscription(data, &s); err != nil {
+		return subrole.Subscription{}, fmt.Errorf("store: subscription of twitch user %s: %w", twitchUserID, err)
 	}
 	return s, nil
 }
@@ -240,7 +240,11 @@ func (t *tx) PutSubscription(s subrole.Subscription) error {
 	if s.TwitchUserID == "" {
 		return fmt.Errorf("store: put subscription: empty twitch user id")
 	}
-	if err := put(t.bucket(bucketSubs), []byte(s.TwitchUserID), s); err != nil {
+	data, err := encodeSubscription(s)
+	if err == nil {
+		err = t.bucket(bucketSubs).Put([]byte(s.TwitchUserID), data)
+	}
+	if err != nil {
 		return fmt.Errorf("store: put subscription of twitch user %s: %w", s.TwitchUserID, err)
 	}
 	return nil
@@ -252,7 +256,7 @@ func (t *tx) PutSubscription(s subrole.Subscription) error {
 func (t *tx) ForEachSubscription(fn func(subrole.Subscription) error) error {
 	return forEach(t.bucket(bucketSubs), func(k, v []byte) error {
 		var s subrole.Subscription
-		if err := decode(v, &s); err != nil {
+		if err := decodeSubscription(v, &s); err != nil {
 			return fmt.Errorf("store: subscription of twitch user %s: %w", k, err)
 		}
 		return fn(s)
