@@ -78,6 +78,9 @@ type dashboard struct {
 	streams    int
 	perSession map[string]int
 
+	framesMu sync.Mutex
+	frames   map[string]*frameCache // by language
+
 	statsMu   sync.Mutex
 	stats     subrole.DashboardStats
 	statsAt   time.Time
@@ -86,7 +89,7 @@ type dashboard struct {
 
 func newDashboard(cfg *Config) *dashboard {
 	d := &dashboard{allowed: map[string]bool{cfg.BroadcasterID: true}, changed: make(chan struct{}),
-		stop: make(chan struct{}), perSession: map[string]int{}}
+		stop: make(chan struct{}), perSession: map[string]int{}, frames: map[string]*frameCache{}}
 	for _, id := range cfg.DashboardUsers {
 		d.allowed[id] = true
 	}
@@ -96,8 +99,9 @@ func newDashboard(cfg *Config) *dashboard {
 // RunFeed wakes the open live feeds whenever Config.AuditCommitted says
 // audit entries were committed (every second when it is nil), until ctx is
 // done. The committing side only leaves a value on that channel; this
-// goroutine does the fan-out, and each stream reads the new entries in its
-// own read transaction, so a slow browser delays nobody but itself.
+// goroutine does the fan-out, and each stream takes the new entries from the
+// frames the feeds share (feed.go), so a slow browser delays nobody but
+// itself.
 func (h *Handler) RunFeed(ctx context.Context) error {
 	if h.dash == nil {
 		<-ctx.Done()
@@ -699,17 +703,16 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logge
 		}
 		lastRead = time.Now()
 		changed := h.dash.wait() // before reading: a commit after the read still wakes us
-		entries, err := h.cfg.Dashboard.AuditAfter(r.Context(), after, feedBatch)
+		frames, err := h.feedFrames(r.Context(), lang, after)
 		if err != nil {
 			if r.Context().Err() == nil {
 				log.Error("web: dashboard feed: reading the audit log failed", "err", err)
 			}
 			return
 		}
-		for _, e := range entries {
-			data, _ := json.Marshal(h.entry(e, lang))
-			fmt.Fprintf(&buf, "id: %d\nevent: audit\ndata: %s\n\n", e.Seq, data)
-			after = e.Seq
+		for _, f := range frames {
+			buf.Write(f.data)
+			after = f.seq
 		}
 		if after > statsFor || retryStats != nil {
 			if st, err := h.dashStats(r.Context(), after); err == nil {
@@ -726,7 +729,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logge
 		if buf.Len() > 0 && !flush() {
 			return
 		}
-		if full = len(entries) == feedBatch; full {
+		if full = len(frames) == feedBatch; full {
 			continue
 		}
 		select {

@@ -7,7 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -448,4 +451,71 @@ func TestDashboardStreamCap(t *testing.T) {
 		t.Fatalf("after one closed: %d", status)
 	}
 	waitStreams(t, e, 3)
+}
+
+// countingCore counts the dashboard's reads of the audit log.
+type countingCore struct {
+	web.DashboardCore
+	reads atomic.Int64
+}
+
+func (c *countingCore) AuditAfter(ctx context.Context, after uint64, max int) ([]subrole.AuditEntry, error) {
+	c.reads.Add(1)
+	return c.DashboardCore.AuditAfter(ctx, after, max)
+}
+
+// TestDashboardFeedsShareReads: open feeds share one read and one rendering
+// of each new entry, every feed still gets every entry once and in order,
+// and a feed that starts before what the feeds share reads for itself.
+func TestDashboardFeedsShareReads(t *testing.T) {
+	counter := &countingCore{}
+	e := newEnvWith(t, envOptions{heartbeat: time.Minute, maxStreams: [2]int{0, 8},
+		dashboard: func(c web.DashboardCore) web.DashboardCore { counter.DashboardCore = c; return counter }})
+	b := e.browser("")
+	b.signIn(e.tw.BroadcasterID())
+	e.audit(3) // 1..3: the page showed them
+	const feeds = 6
+	var open []*sse
+	for range feeds {
+		f, _ := e.openFeed(b, "3", "")
+		open = append(open, f)
+	}
+	time.Sleep(300 * time.Millisecond) // every feed has read once and waits
+	before := counter.reads.Load()
+	const n = 40
+	for i := range n {
+		e.audit(1)
+		if i%10 == 9 {
+			time.Sleep(150 * time.Millisecond) // several wake-ups, several reads
+		}
+	}
+	want := make([]string, n)
+	for i := range want {
+		want[i] = strconv.Itoa(4 + i)
+	}
+	for i, f := range open {
+		if got := f.audits(n); !slices.Equal(got, want) {
+			t.Fatalf("feed %d got %v, want %v", i, got, want)
+		}
+	}
+	reads := counter.reads.Load() - before
+	if reads == 0 || reads >= int64(feeds*4) {
+		t.Errorf("%d feeds made %d reads of the audit log for 4 bursts; want them shared (fewer than %d)", feeds, reads, feeds*4)
+	}
+	t.Logf("%d feeds, %d reads", feeds, reads)
+
+	// A browser coming back from before what the feeds share (entry 1)
+	// reads for itself, then joins them: no gap, no repeat.
+	late, _ := e.openFeed(b, "1", "")
+	want = []string{"2", "3"}
+	for i := range n {
+		want = append(want, strconv.Itoa(4+i))
+	}
+	if got := late.audits(len(want)); !slices.Equal(got, want) {
+		t.Fatalf("late feed got %v, want %v", got, want)
+	}
+	e.audit(1)
+	if got := late.audits(1)[0]; got != strconv.Itoa(4+n) {
+		t.Fatalf("late feed's live entry %s, want %d", got, 4+n)
+	}
 }

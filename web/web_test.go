@@ -85,9 +85,18 @@ type envOptions struct {
 	dashboardUsers []string      // web.Config.DashboardUsers
 	maxStreams     [2]int        // web.Config.MaxStreams, MaxStreamsPerSession; zero: defaults
 	heartbeat      time.Duration // web.Config.Heartbeat; zero: default
+	// dashboard wraps the core the dashboard reads through; nil: none.
+	dashboard func(web.DashboardCore) web.DashboardCore
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
+
+func wrapDashboard(wrap func(web.DashboardCore) web.DashboardCore, core web.DashboardCore) web.DashboardCore {
+	if wrap == nil {
+		return core
+	}
+	return wrap(core)
+}
 
 func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
@@ -131,7 +140,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 			e.conn = append(e.conn, tok)
 			e.mu.Unlock()
 		},
-		Dashboard: e.svc, DashboardUsers: o.dashboardUsers, AuditCommitted: db.AuditCommitted(),
+		Dashboard: wrapDashboard(o.dashboard, e.svc), DashboardUsers: o.dashboardUsers, AuditCommitted: db.AuditCommitted(),
 		MaxStreams: o.maxStreams[0], MaxStreamsPerSession: o.maxStreams[1], Heartbeat: o.heartbeat,
 	})
 	if err != nil {

@@ -1,0 +1,109 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/subrole/subrole"
+)
+
+// feedFrames is how many rendered audit entries the live feed keeps per
+// language for the open feeds to share.
+const feedFrames = 2048
+
+// frame is one audit entry rendered as a Server-Sent Event.
+type frame struct {
+	seq  uint64
+	data []byte // never changed once made
+}
+
+// frameCache holds the newest audit entries of one language, rendered once
+// for every open feed: with fifty dashboards open, an entry is read from
+// the store and encoded once, not fifty times, and a feed only copies
+// bytes. frames are contiguous: every entry after base up to the last
+// frame, in log order.
+type frameCache struct {
+	mu     sync.Mutex
+	base   uint64
+	frames []frame
+	primed bool
+}
+
+// framesAfter returns up to limit rendered entries after position after,
+// reading new ones from the store when the cache has none, or ok false when
+// after is older than the cache reaches (the feed then reads for itself).
+func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, limit int) (out []frame, ok bool, err error) {
+	c := h.dash.cache(lang)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.primed { // start at the feed that asks first
+		c.base, c.primed = after, true
+	}
+	if after < c.base {
+		return nil, false, nil
+	}
+	top := c.base
+	if n := len(c.frames); n > 0 {
+		top = c.frames[n-1].seq
+	}
+	if after >= top {
+		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, max(limit, feedBatch))
+		if err != nil {
+			return nil, true, err
+		}
+		for _, e := range entries {
+			c.frames = append(c.frames, frame{e.Seq, h.renderFrame(e, lang)})
+		}
+		if over := len(c.frames) - feedFrames; over > 0 {
+			c.base = c.frames[over-1].seq
+			c.frames = append([]frame(nil), c.frames[over:]...)
+		}
+		if after < c.base {
+			return nil, false, nil
+		}
+	}
+	i := sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
+	end := min(len(c.frames), i+limit)
+	return append([]frame(nil), c.frames[i:end]...), true, nil
+}
+
+// renderFrame formats an audit entry as a Server-Sent Event whose id is its
+// position in the log.
+func (h *Handler) renderFrame(e subrole.AuditEntry, lang string) []byte {
+	data, _ := json.Marshal(h.entry(e, lang))
+	return fmt.Appendf(nil, "id: %d\nevent: audit\ndata: %s\n\n", e.Seq, data)
+}
+
+// cache returns the frame cache of a language.
+func (d *dashboard) cache(lang string) *frameCache {
+	d.framesMu.Lock()
+	defer d.framesMu.Unlock()
+	c := d.frames[lang]
+	if c == nil {
+		c = &frameCache{}
+		d.frames[lang] = c
+	}
+	return c
+}
+
+// feedFrames returns the next batch of a feed: from the shared cache, or,
+// for a feed further behind than the cache reaches (a browser resuming
+// after a long absence), read and rendered for this feed alone.
+func (h *Handler) feedFrames(ctx context.Context, lang string, after uint64) ([]frame, error) {
+	frames, ok, err := h.framesAfter(ctx, lang, after, feedBatch)
+	if ok || err != nil {
+		return frames, err
+	}
+	entries, err := h.cfg.Dashboard.AuditAfter(ctx, after, feedBatch)
+	if err != nil {
+		return nil, err
+	}
+	frames = make([]frame, 0, len(entries))
+	for _, e := range entries {
+		frames = append(frames, frame{e.Seq, h.renderFrame(e, lang)})
+	}
+	return frames, nil
+}
