@@ -260,6 +260,11 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
+// Wake makes Run look at its inbox and its scheduled checks now. It never
+// blocks. Run wakes by itself when an event is queued, a check is scheduled
+// or falls due; this is for a clock that jumps (tests).
+func (s *Service) Wake() { signal(s.checksReady) }
+
 // work drains the inbox and runs due checks. It returns how long Run may
 // sleep before the next scheduled check. Calls are serialized: two drains
 // at once would both try the same failing event, and the second would set

@@ -246,9 +246,15 @@ func TestGracePeriod(t *testing.T) {
 	if jobs := f.jobs(); len(jobs) != 0 {
 		t.Fatalf("roles changed inside the grace period: %+v", jobs)
 	}
-	f.clock.Add(time.Hour)
-	// Wake the core: any event does; an unrelated one keeps the test honest.
+	// The grace period runs out. An unrelated event changes nothing about
+	// it; Run, which slept until the end of the grace period by the real
+	// clock, is woken to see the pinned clock's jump.
 	f.send(subrole.Event{Type: subrole.EventSubscribe, UserID: "other", Tier: subrole.Tier1})
+	if jobs := f.jobs(); len(jobs) != 0 {
+		t.Fatalf("roles changed before the grace period ended: %+v", jobs)
+	}
+	f.clock.Add(time.Hour)
+	f.svc.Wake()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		if jobs := f.jobs(); len(jobs) > 0 {
