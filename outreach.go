@@ -241,10 +241,11 @@ func (s *Service) MemberJoined(ctx context.Context, j MemberJoin) (JoinOutcome, 
 	return out, nil
 }
 
-// WakeOutreach makes RunOutreach look at its schedule now. It never
+// WakeOutreach makes RunOutreach look at its schedule now, cutting short
+// even the pause between two messages (a join does not). It never
 // blocks. The schedule wakes RunOutreach by itself; this is for a clock
-// that jumps (tests) and for callers that changed what is due.
-func (s *Service) WakeOutreach() { signal(s.outreachReady) }
+// that jumps (tests).
+func (s *Service) WakeOutreach() { signal(s.outreachWake) }
 
 // OutreachRunner configures RunOutreach.
 type OutreachRunner struct {
@@ -330,15 +331,30 @@ func (s *Service) RunOutreach(ctx context.Context, r OutreachRunner) error {
 	}
 	backoff := time.Second
 	for {
-		wait, err := s.outreachStep(ctx, r)
+		wait, pause, err := s.outreachStep(ctx, r)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
 			s.log.Error("outreach: failed, will retry", "err", err, "retry_in", backoff)
-			wait, backoff = backoff, min(backoff*2, time.Minute)
+			wait, pause, backoff = backoff, 0, min(backoff*2, time.Minute)
 		} else {
 			backoff = time.Second
+		}
+		if pause > 0 {
+			// The pace or a 429's retry_after: a join (outreachReady)
+			// must not cut it short, or a raid of joins is a burst of DMs.
+			timer := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return ctx.Err()
+			case <-timer.C:
+				wait = max(wait-pause, 0)
+			case <-s.outreachWake:
+				wait = 0
+			}
+			timer.Stop()
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -347,23 +363,26 @@ func (s *Service) RunOutreach(ctx context.Context, r OutreachRunner) error {
 			return ctx.Err()
 		case <-timer.C:
 		case <-s.outreachReady:
+		case <-s.outreachWake:
 		}
 		timer.Stop()
 	}
 }
 
 // outreachStep starts the month's relink requests if due, then handles at
-// most one due job, and returns how long RunOutreach may wait.
-func (s *Service) outreachStep(ctx context.Context, r OutreachRunner) (time.Duration, error) {
+// most one due job, and returns how long RunOutreach may wait (woken
+// early by a join) and how long of that it must pause before the next
+// message whatever happens (the pace, a rate limit).
+func (s *Service) outreachStep(ctx context.Context, r OutreachRunner) (wait, pause time.Duration, err error) {
 	if err := s.planRelink(ctx, r); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	pause, err := s.sendDueOutreach(ctx, r)
+	pause, err = s.sendDueOutreach(ctx, r)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	now := s.now()
-	wait := nextMonthStart(now, s.outreach.Location).Sub(now)
+	wait = nextMonthStart(now, s.outreach.Location).Sub(now)
 	var next OutreachJob
 	var ok bool
 	err = s.store.View(ctx, func(tx Tx) error {
@@ -372,12 +391,12 @@ func (s *Service) outreachStep(ctx context.Context, r OutreachRunner) (time.Dura
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("subrole: outreach: %w", err)
+		return 0, 0, fmt.Errorf("subrole: outreach: %w", err)
 	}
 	if ok {
 		wait = min(wait, max(next.At.Sub(now), 0))
 	}
-	return max(wait, pause), nil
+	return max(wait, pause), pause, nil
 }
 
 // planRelink decides the current month's relink requests once: on the

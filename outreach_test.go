@@ -156,11 +156,14 @@ func (f *outreachFixture) waitAudit(parts ...string) {
 	f.t.Fatalf("no outreach audit entry with %q; have:\n%s", parts, strings.Join(f.audit(), "\n"))
 }
 
-// idle waits until no outreach job is due and returns what was sent.
+// idle waits until no outreach job is due and returns what was sent. It
+// wakes RunOutreach meanwhile: the pause after a 429 is real time, which a
+// test on a pinned clock does not wait out.
 func (f *outreachFixture) idle() []string {
 	f.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
+		f.svc.WakeOutreach()
 		var due int
 		f.db.View(context.Background(), func(tx subrole.Tx) error {
 			jobs, err := tx.DueOutreach(f.clock.Now(), -1)
@@ -277,6 +280,7 @@ func TestOutreachRetries(t *testing.T) {
 	f.join("flaky")
 	f.join("broken")
 	f.waitAudit("flaky", "attempt 1 failed")
+	f.advance(0) // flaky's 429 pauses for 90 s of real time
 	f.waitAudit("broken", "attempt 1 failed")
 	// Retries wait in the store: nothing is tried again before they are due.
 	f.idle()
@@ -332,5 +336,52 @@ func TestOutreachRelink(t *testing.T) {
 			f.advance(10 * 24 * time.Hour)
 			wantSent(t, f.idle(), c.want...)
 		})
+	}
+}
+
+// TestOutreachPaceHoldsAgainstJoins checks that the pause after a DM (the
+// pace, or a 429's retry_after) is kept even when joins wake the
+// scheduler: a raid of joins must not turn into a burst of DMs.
+func TestOutreachPaceHoldsAgainstJoins(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "subrole.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	clk := &clock{t: outreachStart}
+	svc := subrole.NewService(subrole.Config{Store: db, Policy: policy, Now: clk.Now, Outreach: subrole.OutreachPolicy{Welcome: true}})
+	msg := &messenger{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		svc.RunOutreach(ctx, subrole.OutreachRunner{Messenger: msg, Pace: time.Hour})
+		close(done)
+	}()
+	join := func(u string) {
+		if _, err := svc.MemberJoined(context.Background(), subrole.MemberJoin{DiscordUserID: u, JoinedAt: clk.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	join("d1")
+	deadline := time.Now().Add(5 * time.Second)
+	for sent, _ := msg.snapshot(); len(sent) == 0; sent, _ = msg.snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first welcome was not sent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, u := range []string{"d2", "d3", "d4"} {
+		join(u)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if sent, _ := msg.snapshot(); len(sent) != 1 {
+		t.Errorf("sent %q within the pace of an hour, want only the first welcome", sent)
+	}
+	// Shutdown does not wait for the pace.
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunOutreach did not return on cancel during a pause")
 	}
 }
