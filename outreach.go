@@ -301,10 +301,12 @@ const (
 
 // decideRelink decides a month's relink requests. last is the last decided
 // month ("" when none was ever decided), month the current one; connected
-// is asked only when the answer depends on it.
+// is asked only when the answer depends on it. A month before the last
+// decided one (the zone was changed to one behind, or the clock stepped
+// back) is not decided again: "2006-01" strings sort by time.
 func decideRelink(mode RelinkMode, last, month string, connected func() bool) relinkDecision {
 	switch {
-	case last == month:
+	case month <= last:
 		return relinkNothing
 	case last == "":
 		return relinkBaseline
@@ -418,7 +420,7 @@ func (s *Service) planRelink(ctx context.Context, r OutreachRunner) error {
 	if err != nil {
 		return fmt.Errorf("subrole: outreach: read relink month: %w", err)
 	}
-	if last == month {
+	if month <= last {
 		return nil
 	}
 	connected := false
@@ -430,7 +432,7 @@ func (s *Service) planRelink(ctx context.Context, r OutreachRunner) error {
 	err = s.store.Update(ctx, func(tx Tx) error {
 		queued = 0
 		b, err := tx.Meta(metaRelinkMonth)
-		if err == nil && string(b) == month {
+		if err == nil && month <= string(b) {
 			return nil // decided meanwhile
 		} else if err != nil && !errors.Is(err, ErrNotFound) {
 			return err

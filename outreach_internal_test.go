@@ -54,6 +54,7 @@ func TestDecideRelink(t *testing.T) {
 	}{
 		{"same month", RelinkAlways, "2026-12", "2026-12", no, relinkNothing, 0},
 		{"first run", RelinkAlways, "", "2026-12", no, relinkBaseline, 0},
+		{"month before the last (zone or clock moved back)", RelinkAlways, "2027-01", "2026-12", no, relinkNothing, 0},
 		{"always", RelinkAlways, "2026-11", "2026-12", yes, relinkSend, 0},
 		{"auto, not connected", RelinkAuto, "2026-11", "2026-12", no, relinkSend, 1},
 		{"auto, connected", RelinkAuto, "2026-11", "2026-12", yes, relinkSkip, 1},

@@ -385,3 +385,28 @@ func TestOutreachPaceHoldsAgainstJoins(t *testing.T) {
 		t.Fatal("RunOutreach did not return on cancel during a pause")
 	}
 }
+
+// TestOutreachRelinkMonthNeverGoesBack checks that a month before the
+// last decided one (SUBROLE_TIMEZONE changed to a zone behind, or the host
+// clock stepped back) does not start another round of relink requests.
+func TestOutreachRelinkMonthNeverGoesBack(t *testing.T) {
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	newYear := time.Date(2027, 1, 1, 0, 0, 0, 0, tokyo)
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Relink: subrole.RelinkAlways, Location: tokyo}, newYear.Add(-time.Minute))
+	if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: "d1", TwitchUserID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Minute)
+	f.waitAudit("relink requests for 2027-01")
+	wantSent(t, f.idle(), "relink d1")
+	// The operator switches to UTC, where it is still December for 9 hours.
+	f.policy.Location = time.UTC
+	f.restart()
+	f.advance(time.Minute)
+	wantSent(t, f.idle(), "relink d1")
+	f.advance(10 * time.Hour) // January in UTC: already asked this month
+	wantSent(t, f.idle(), "relink d1")
+}
