@@ -485,9 +485,11 @@ const (
 )
 
 // decideSend is the pure decision whether a due job is still wanted, and
-// why not. linked reports whether the member is linked now. A kind the
-// policy no longer sends (turned off since it was queued) is dropped.
-func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool) (claimOutcome, string) {
+// why not. linked reports whether the member is linked now; month is the
+// current month in the policy's zone. A kind the policy no longer sends
+// (turned off since it was queued) is dropped, and so is a relink request
+// whose month is over (the new month's request is queued by itself).
+func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool, month string) (claimOutcome, string) {
 	if (j.Kind == OutreachWelcome && !p.Welcome) || (j.Kind == OutreachFollowUp && p.FollowUp <= 0) ||
 		(j.Kind == OutreachRelink && p.Relink == RelinkOff) {
 		return claimCancel, fmt.Sprintf("%s not sent: turned off since it was queued", j.Kind)
@@ -508,6 +510,8 @@ func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool
 		switch {
 		case !linked:
 			return claimCancel, "relink request not sent: the member is no longer linked"
+		case j.Month < month:
+			return claimCancel, "relink request for " + j.Month + " not sent: that month is over"
 		case rec.RelinkMonth == j.Month:
 			return claimCancel, "relink request for " + j.Month + " already sent"
 		}
@@ -551,7 +555,7 @@ func (s *Service) sendDueOutreach(ctx context.Context, r OutreachRunner) (time.D
 			return err
 		}
 		var why string
-		outcome, why = decideSend(s.outreach, job, rec, linked)
+		outcome, why = decideSend(s.outreach, job, rec, linked, monthOf(now, s.outreach.Location))
 		if outcome == claimCancel {
 			return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: job.DiscordUserID, Detail: why})
 		}

@@ -99,6 +99,7 @@ func TestDecideSend(t *testing.T) {
 		{"relink", on, relink, rec, true, claimSend},
 		{"relink after unlinking", on, relink, rec, false, claimCancel},
 		{"relink twice in a month", on, relink, relinked, true, claimCancel},
+		{"relink for a month that is over", on, OutreachJob{Kind: OutreachRelink, DiscordUserID: "d", Month: "2026-11"}, rec, true, claimCancel},
 		{"unknown kind", on, OutreachJob{Kind: "spam", DiscordUserID: "d"}, rec, false, claimCancel},
 		{"welcome turned off", OutreachPolicy{FollowUp: time.Hour}, welcome, rec, false, claimCancel},
 		{"follow-up turned off", OutreachPolicy{Welcome: true}, follow, rec, false, claimCancel},
@@ -106,7 +107,7 @@ func TestDecideSend(t *testing.T) {
 		{"relink always", OutreachPolicy{Relink: RelinkAlways}, relink, rec, true, claimSend},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, why := decideSend(c.p, c.j, c.rec, c.linked)
+			got, why := decideSend(c.p, c.j, c.rec, c.linked, "2026-12")
 			if got != c.want || (got == claimCancel) != (why != "") {
 				t.Errorf("decideSend = %d %q, want %d", got, why, c.want)
 			}

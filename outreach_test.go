@@ -410,3 +410,33 @@ func TestOutreachRelinkMonthNeverGoesBack(t *testing.T) {
 	f.advance(10 * time.Hour) // January in UTC: already asked this month
 	wantSent(t, f.idle(), "relink d1")
 }
+
+// TestOutreachRelinkStaleMonth checks that a relink request still queued
+// when its month is over (a retry, or a downtime across the 1st) is
+// dropped: the new month's request is the one that counts.
+func TestOutreachRelinkStaleMonth(t *testing.T) {
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	newYear := time.Date(2027, 1, 1, 0, 0, 0, 0, tokyo)
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Relink: subrole.RelinkAlways, Location: tokyo}, newYear.Add(-time.Minute))
+	f.msg.fail = func(key string, n int) error {
+		if n == 1 {
+			return errors.New("500 Internal Server Error")
+		}
+		return nil
+	}
+	if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: "d1", TwitchUserID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Minute)
+	f.waitAudit("d1", "relink: attempt 1 failed")
+	// Down from before the retry until February.
+	f.stop()
+	f.clock.Add(31 * 24 * time.Hour)
+	f.start()
+	f.waitAudit("relink requests for 2027-02")
+	f.waitAudit("d1", "relink request for 2027-01 not sent")
+	wantSent(t, f.idle(), "relink d1")
+}
