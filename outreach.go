@@ -123,6 +123,7 @@ type OutreachJob struct {
 	Kind          OutreachKind `json:"kind"`
 	DiscordUserID string       `json:"discord_user_id"`
 	Month         string       `json:"month,omitempty"`    // relink: the month it is for, "2006-01" in the policy's zone
+	Joined        time.Time    `json:"joined,omitzero"`    // follow-up: the recorded join it follows (OutreachRecord.Joined)
 	Attempts      int          `json:"attempts,omitempty"` // failed attempts so far
 }
 
@@ -224,7 +225,7 @@ func (s *Service) MemberJoined(ctx context.Context, j MemberJoin) (JoinOutcome, 
 		}
 		if p.FollowUp > 0 {
 			at := now.Add(p.FollowUp)
-			if err := tx.ScheduleOutreach(OutreachJob{At: at, Kind: OutreachFollowUp, DiscordUserID: j.DiscordUserID}); err != nil {
+			if err := tx.ScheduleOutreach(OutreachJob{At: at, Kind: OutreachFollowUp, DiscordUserID: j.DiscordUserID, Joined: now}); err != nil {
 				return err
 			}
 			queued = append(queued, "follow-up at "+at.UTC().Format(time.RFC3339))
@@ -503,6 +504,9 @@ func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool
 		switch {
 		case linked:
 			return claimCancel, "follow-up not sent: the member linked"
+		case !j.Joined.IsZero() && !j.Joined.Equal(rec.Joined):
+			// A follow-up longer than the rejoin gap: the rejoin has its own.
+			return claimCancel, "follow-up not sent: it was for an earlier join"
 		case !rec.DMClosed.IsZero() && !rec.DMClosed.Before(rec.Joined):
 			return claimCancel, "follow-up not sent: the member does not accept DMs (the welcome failed with 50007)"
 		}

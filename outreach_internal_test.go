@@ -94,6 +94,8 @@ func TestDecideSend(t *testing.T) {
 		{"welcome after linking", on, welcome, rec, true, claimCancel},
 		{"follow-up", on, follow, rec, false, claimSend},
 		{"follow-up after linking", on, follow, rec, true, claimCancel},
+		{"follow-up of this join", on, OutreachJob{Kind: OutreachFollowUp, DiscordUserID: "d", Joined: joined}, rec, false, claimSend},
+		{"follow-up of an earlier join", on, OutreachJob{Kind: OutreachFollowUp, DiscordUserID: "d", Joined: joined.Add(-31 * 24 * time.Hour)}, rec, false, claimCancel},
 		{"follow-up after DMs refused", on, follow, closed, false, claimCancel},
 		{"follow-up, DMs refused before this join", on, follow, closedBefore, false, claimSend},
 		{"relink", on, relink, rec, true, claimSend},

@@ -440,3 +440,24 @@ func TestOutreachRelinkStaleMonth(t *testing.T) {
 	f.waitAudit("d1", "relink request for 2027-01 not sent")
 	wantSent(t, f.idle(), "relink d1")
 }
+
+// TestOutreachOneFollowUpPerJoin checks that a follow-up longer than the
+// rejoin gap does not give a member who rejoined two "only" reminders:
+// the follow-up of the earlier join is dropped.
+func TestOutreachOneFollowUpPerJoin(t *testing.T) {
+	day := 24 * time.Hour
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true, FollowUp: 45 * day}, outreachStart)
+	f.join("d1")
+	wantSent(t, f.idle(), "welcome d1")
+	f.advance(31 * day) // left meanwhile; rejoins after the 30-day gap
+	if out := f.join("d1"); out != subrole.JoinQueued {
+		t.Fatalf("rejoin = %s", out)
+	}
+	wantSent(t, f.idle(), "welcome d1", "welcome d1")
+	f.advance(14 * day) // the first join's follow-up is due
+	f.waitAudit("d1", "follow-up not sent: it was for an earlier join")
+	wantSent(t, f.idle(), "welcome d1", "welcome d1")
+	f.advance(31 * day) // the rejoin's follow-up
+	f.waitAudit("d1", "followup: sent")
+	wantSent(t, f.idle(), "welcome d1", "welcome d1", "followup d1")
+}
