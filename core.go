@@ -35,7 +35,8 @@ type Service struct {
 	onRevocation func(Revocation)
 
 	outreach      OutreachPolicy
-	outreachReady chan struct{} // a join was recorded, or WakeOutreach (outreach.go)
+	outreachReady chan struct{} // a join was recorded (outreach.go)
+	outreachWake  chan struct{} // WakeOutreach: also cuts the pause between messages short
 }
 
 // Config configures a Service. Every field's zero value is usable except Store.
@@ -76,6 +77,7 @@ func NewService(cfg Config) *Service {
 
 		outreach:      cfg.Outreach,
 		outreachReady: make(chan struct{}, 1),
+		outreachWake:  make(chan struct{}, 1),
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -123,6 +123,7 @@ type OutreachJob struct {
 	Kind          OutreachKind `json:"kind"`
 	DiscordUserID string       `json:"discord_user_id"`
 	Month         string       `json:"month,omitempty"`    // relink: the month it is for, "2006-01" in the policy's zone
+	Joined        time.Time    `json:"joined,omitzero"`    // follow-up: the recorded join it follows (OutreachRecord.Joined)
 	Attempts      int          `json:"attempts,omitempty"` // failed attempts so far
 }
 
@@ -224,7 +225,7 @@ func (s *Service) MemberJoined(ctx context.Context, j MemberJoin) (JoinOutcome, 
 		}
 		if p.FollowUp > 0 {
 			at := now.Add(p.FollowUp)
-			if err := tx.ScheduleOutreach(OutreachJob{At: at, Kind: OutreachFollowUp, DiscordUserID: j.DiscordUserID}); err != nil {
+			if err := tx.ScheduleOutreach(OutreachJob{At: at, Kind: OutreachFollowUp, DiscordUserID: j.DiscordUserID, Joined: now}); err != nil {
 				return err
 			}
 			queued = append(queued, "follow-up at "+at.UTC().Format(time.RFC3339))
@@ -241,10 +242,11 @@ func (s *Service) MemberJoined(ctx context.Context, j MemberJoin) (JoinOutcome, 
 	return out, nil
 }
 
-// WakeOutreach makes RunOutreach look at its schedule now. It never
+// WakeOutreach makes RunOutreach look at its schedule now, cutting short
+// even the pause between two messages (a join does not). It never
 // blocks. The schedule wakes RunOutreach by itself; this is for a clock
-// that jumps (tests) and for callers that changed what is due.
-func (s *Service) WakeOutreach() { signal(s.outreachReady) }
+// that jumps (tests).
+func (s *Service) WakeOutreach() { signal(s.outreachWake) }
 
 // OutreachRunner configures RunOutreach.
 type OutreachRunner struct {
@@ -300,10 +302,12 @@ const (
 
 // decideRelink decides a month's relink requests. last is the last decided
 // month ("" when none was ever decided), month the current one; connected
-// is asked only when the answer depends on it.
+// is asked only when the answer depends on it. A month before the last
+// decided one (the zone was changed to one behind, or the clock stepped
+// back) is not decided again: "2006-01" strings sort by time.
 func decideRelink(mode RelinkMode, last, month string, connected func() bool) relinkDecision {
 	switch {
-	case last == month:
+	case month <= last:
 		return relinkNothing
 	case last == "":
 		return relinkBaseline
@@ -330,15 +334,30 @@ func (s *Service) RunOutreach(ctx context.Context, r OutreachRunner) error {
 	}
 	backoff := time.Second
 	for {
-		wait, err := s.outreachStep(ctx, r)
+		wait, pause, err := s.outreachStep(ctx, r)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
 			s.log.Error("outreach: failed, will retry", "err", err, "retry_in", backoff)
-			wait, backoff = backoff, min(backoff*2, time.Minute)
+			wait, pause, backoff = backoff, 0, min(backoff*2, time.Minute)
 		} else {
 			backoff = time.Second
+		}
+		if pause > 0 {
+			// The pace or a 429's retry_after: a join (outreachReady)
+			// must not cut it short, or a raid of joins is a burst of DMs.
+			timer := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return ctx.Err()
+			case <-timer.C:
+				wait = max(wait-pause, 0)
+			case <-s.outreachWake:
+				wait = 0
+			}
+			timer.Stop()
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -347,23 +366,26 @@ func (s *Service) RunOutreach(ctx context.Context, r OutreachRunner) error {
 			return ctx.Err()
 		case <-timer.C:
 		case <-s.outreachReady:
+		case <-s.outreachWake:
 		}
 		timer.Stop()
 	}
 }
 
 // outreachStep starts the month's relink requests if due, then handles at
-// most one due job, and returns how long RunOutreach may wait.
-func (s *Service) outreachStep(ctx context.Context, r OutreachRunner) (time.Duration, error) {
+// most one due job, and returns how long RunOutreach may wait (woken
+// early by a join) and how long of that it must pause before the next
+// message whatever happens (the pace, a rate limit).
+func (s *Service) outreachStep(ctx context.Context, r OutreachRunner) (wait, pause time.Duration, err error) {
 	if err := s.planRelink(ctx, r); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	pause, err := s.sendDueOutreach(ctx, r)
+	pause, err = s.sendDueOutreach(ctx, r)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	now := s.now()
-	wait := nextMonthStart(now, s.outreach.Location).Sub(now)
+	wait = nextMonthStart(now, s.outreach.Location).Sub(now)
 	var next OutreachJob
 	var ok bool
 	err = s.store.View(ctx, func(tx Tx) error {
@@ -372,12 +394,12 @@ func (s *Service) outreachStep(ctx context.Context, r OutreachRunner) (time.Dura
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("subrole: outreach: %w", err)
+		return 0, 0, fmt.Errorf("subrole: outreach: %w", err)
 	}
 	if ok {
 		wait = min(wait, max(next.At.Sub(now), 0))
 	}
-	return max(wait, pause), nil
+	return max(wait, pause), pause, nil
 }
 
 // planRelink decides the current month's relink requests once: on the
@@ -399,7 +421,7 @@ func (s *Service) planRelink(ctx context.Context, r OutreachRunner) error {
 	if err != nil {
 		return fmt.Errorf("subrole: outreach: read relink month: %w", err)
 	}
-	if last == month {
+	if month <= last {
 		return nil
 	}
 	connected := false
@@ -411,7 +433,7 @@ func (s *Service) planRelink(ctx context.Context, r OutreachRunner) error {
 	err = s.store.Update(ctx, func(tx Tx) error {
 		queued = 0
 		b, err := tx.Meta(metaRelinkMonth)
-		if err == nil && string(b) == month {
+		if err == nil && month <= string(b) {
 			return nil // decided meanwhile
 		} else if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -464,9 +486,11 @@ const (
 )
 
 // decideSend is the pure decision whether a due job is still wanted, and
-// why not. linked reports whether the member is linked now. A kind the
-// policy no longer sends (turned off since it was queued) is dropped.
-func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool) (claimOutcome, string) {
+// why not. linked reports whether the member is linked now; month is the
+// current month in the policy's zone. A kind the policy no longer sends
+// (turned off since it was queued) is dropped, and so is a relink request
+// whose month is over (the new month's request is queued by itself).
+func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool, month string) (claimOutcome, string) {
 	if (j.Kind == OutreachWelcome && !p.Welcome) || (j.Kind == OutreachFollowUp && p.FollowUp <= 0) ||
 		(j.Kind == OutreachRelink && p.Relink == RelinkOff) {
 		return claimCancel, fmt.Sprintf("%s not sent: turned off since it was queued", j.Kind)
@@ -480,6 +504,9 @@ func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool
 		switch {
 		case linked:
 			return claimCancel, "follow-up not sent: the member linked"
+		case !j.Joined.IsZero() && !j.Joined.Equal(rec.Joined):
+			// A follow-up longer than the rejoin gap: the rejoin has its own.
+			return claimCancel, "follow-up not sent: it was for an earlier join"
 		case !rec.DMClosed.IsZero() && !rec.DMClosed.Before(rec.Joined):
 			return claimCancel, "follow-up not sent: the member does not accept DMs (the welcome failed with 50007)"
 		}
@@ -487,6 +514,8 @@ func decideSend(p OutreachPolicy, j OutreachJob, rec OutreachRecord, linked bool
 		switch {
 		case !linked:
 			return claimCancel, "relink request not sent: the member is no longer linked"
+		case j.Month < month:
+			return claimCancel, "relink request for " + j.Month + " not sent: that month is over"
 		case rec.RelinkMonth == j.Month:
 			return claimCancel, "relink request for " + j.Month + " already sent"
 		}
@@ -530,7 +559,7 @@ func (s *Service) sendDueOutreach(ctx context.Context, r OutreachRunner) (time.D
 			return err
 		}
 		var why string
-		outcome, why = decideSend(s.outreach, job, rec, linked)
+		outcome, why = decideSend(s.outreach, job, rec, linked, monthOf(now, s.outreach.Location))
 		if outcome == claimCancel {
 			return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: job.DiscordUserID, Detail: why})
 		}

@@ -54,6 +54,7 @@ func TestDecideRelink(t *testing.T) {
 	}{
 		{"same month", RelinkAlways, "2026-12", "2026-12", no, relinkNothing, 0},
 		{"first run", RelinkAlways, "", "2026-12", no, relinkBaseline, 0},
+		{"month before the last (zone or clock moved back)", RelinkAlways, "2027-01", "2026-12", no, relinkNothing, 0},
 		{"always", RelinkAlways, "2026-11", "2026-12", yes, relinkSend, 0},
 		{"auto, not connected", RelinkAuto, "2026-11", "2026-12", no, relinkSend, 1},
 		{"auto, connected", RelinkAuto, "2026-11", "2026-12", yes, relinkSkip, 1},
@@ -93,11 +94,14 @@ func TestDecideSend(t *testing.T) {
 		{"welcome after linking", on, welcome, rec, true, claimCancel},
 		{"follow-up", on, follow, rec, false, claimSend},
 		{"follow-up after linking", on, follow, rec, true, claimCancel},
+		{"follow-up of this join", on, OutreachJob{Kind: OutreachFollowUp, DiscordUserID: "d", Joined: joined}, rec, false, claimSend},
+		{"follow-up of an earlier join", on, OutreachJob{Kind: OutreachFollowUp, DiscordUserID: "d", Joined: joined.Add(-31 * 24 * time.Hour)}, rec, false, claimCancel},
 		{"follow-up after DMs refused", on, follow, closed, false, claimCancel},
 		{"follow-up, DMs refused before this join", on, follow, closedBefore, false, claimSend},
 		{"relink", on, relink, rec, true, claimSend},
 		{"relink after unlinking", on, relink, rec, false, claimCancel},
 		{"relink twice in a month", on, relink, relinked, true, claimCancel},
+		{"relink for a month that is over", on, OutreachJob{Kind: OutreachRelink, DiscordUserID: "d", Month: "2026-11"}, rec, true, claimCancel},
 		{"unknown kind", on, OutreachJob{Kind: "spam", DiscordUserID: "d"}, rec, false, claimCancel},
 		{"welcome turned off", OutreachPolicy{FollowUp: time.Hour}, welcome, rec, false, claimCancel},
 		{"follow-up turned off", OutreachPolicy{Welcome: true}, follow, rec, false, claimCancel},
@@ -105,7 +109,7 @@ func TestDecideSend(t *testing.T) {
 		{"relink always", OutreachPolicy{Relink: RelinkAlways}, relink, rec, true, claimSend},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, why := decideSend(c.p, c.j, c.rec, c.linked)
+			got, why := decideSend(c.p, c.j, c.rec, c.linked, "2026-12")
 			if got != c.want || (got == claimCancel) != (why != "") {
 				t.Errorf("decideSend = %d %q, want %d", got, why, c.want)
 			}

@@ -156,11 +156,14 @@ func (f *outreachFixture) waitAudit(parts ...string) {
 	f.t.Fatalf("no outreach audit entry with %q; have:\n%s", parts, strings.Join(f.audit(), "\n"))
 }
 
-// idle waits until no outreach job is due and returns what was sent.
+// idle waits until no outreach job is due and returns what was sent. It
+// wakes RunOutreach meanwhile: the pause after a 429 is real time, which a
+// test on a pinned clock does not wait out.
 func (f *outreachFixture) idle() []string {
 	f.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
+		f.svc.WakeOutreach()
 		var due int
 		f.db.View(context.Background(), func(tx subrole.Tx) error {
 			jobs, err := tx.DueOutreach(f.clock.Now(), -1)
@@ -277,6 +280,7 @@ func TestOutreachRetries(t *testing.T) {
 	f.join("flaky")
 	f.join("broken")
 	f.waitAudit("flaky", "attempt 1 failed")
+	f.advance(0) // flaky's 429 pauses for 90 s of real time
 	f.waitAudit("broken", "attempt 1 failed")
 	// Retries wait in the store: nothing is tried again before they are due.
 	f.idle()
@@ -333,4 +337,127 @@ func TestOutreachRelink(t *testing.T) {
 			wantSent(t, f.idle(), c.want...)
 		})
 	}
+}
+
+// TestOutreachPaceHoldsAgainstJoins checks that the pause after a DM (the
+// pace, or a 429's retry_after) is kept even when joins wake the
+// scheduler: a raid of joins must not turn into a burst of DMs.
+func TestOutreachPaceHoldsAgainstJoins(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "subrole.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	clk := &clock{t: outreachStart}
+	svc := subrole.NewService(subrole.Config{Store: db, Policy: policy, Now: clk.Now, Outreach: subrole.OutreachPolicy{Welcome: true}})
+	msg := &messenger{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		svc.RunOutreach(ctx, subrole.OutreachRunner{Messenger: msg, Pace: time.Hour})
+		close(done)
+	}()
+	join := func(u string) {
+		if _, err := svc.MemberJoined(context.Background(), subrole.MemberJoin{DiscordUserID: u, JoinedAt: clk.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	join("d1")
+	deadline := time.Now().Add(5 * time.Second)
+	for sent, _ := msg.snapshot(); len(sent) == 0; sent, _ = msg.snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first welcome was not sent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, u := range []string{"d2", "d3", "d4"} {
+		join(u)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if sent, _ := msg.snapshot(); len(sent) != 1 {
+		t.Errorf("sent %q within the pace of an hour, want only the first welcome", sent)
+	}
+	// Shutdown does not wait for the pace.
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunOutreach did not return on cancel during a pause")
+	}
+}
+
+// TestOutreachRelinkMonthNeverGoesBack checks that a month before the
+// last decided one (SUBROLE_TIMEZONE changed to a zone behind, or the host
+// clock stepped back) does not start another round of relink requests.
+func TestOutreachRelinkMonthNeverGoesBack(t *testing.T) {
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	newYear := time.Date(2027, 1, 1, 0, 0, 0, 0, tokyo)
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Relink: subrole.RelinkAlways, Location: tokyo}, newYear.Add(-time.Minute))
+	if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: "d1", TwitchUserID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Minute)
+	f.waitAudit("relink requests for 2027-01")
+	wantSent(t, f.idle(), "relink d1")
+	// The operator switches to UTC, where it is still December for 9 hours.
+	f.policy.Location = time.UTC
+	f.restart()
+	f.advance(time.Minute)
+	wantSent(t, f.idle(), "relink d1")
+	f.advance(10 * time.Hour) // January in UTC: already asked this month
+	wantSent(t, f.idle(), "relink d1")
+}
+
+// TestOutreachRelinkStaleMonth checks that a relink request still queued
+// when its month is over (a retry, or a downtime across the 1st) is
+// dropped: the new month's request is the one that counts.
+func TestOutreachRelinkStaleMonth(t *testing.T) {
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	newYear := time.Date(2027, 1, 1, 0, 0, 0, 0, tokyo)
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Relink: subrole.RelinkAlways, Location: tokyo}, newYear.Add(-time.Minute))
+	f.msg.fail = func(key string, n int) error {
+		if n == 1 {
+			return errors.New("500 Internal Server Error")
+		}
+		return nil
+	}
+	if err := f.svc.Link(context.Background(), subrole.Link{DiscordUserID: "d1", TwitchUserID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Minute)
+	f.waitAudit("d1", "relink: attempt 1 failed")
+	// Down from before the retry until February.
+	f.stop()
+	f.clock.Add(31 * 24 * time.Hour)
+	f.start()
+	f.waitAudit("relink requests for 2027-02")
+	f.waitAudit("d1", "relink request for 2027-01 not sent")
+	wantSent(t, f.idle(), "relink d1")
+}
+
+// TestOutreachOneFollowUpPerJoin checks that a follow-up longer than the
+// rejoin gap does not give a member who rejoined two "only" reminders:
+// the follow-up of the earlier join is dropped.
+func TestOutreachOneFollowUpPerJoin(t *testing.T) {
+	day := 24 * time.Hour
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true, FollowUp: 45 * day}, outreachStart)
+	f.join("d1")
+	wantSent(t, f.idle(), "welcome d1")
+	f.advance(31 * day) // left meanwhile; rejoins after the 30-day gap
+	if out := f.join("d1"); out != subrole.JoinQueued {
+		t.Fatalf("rejoin = %s", out)
+	}
+	wantSent(t, f.idle(), "welcome d1", "welcome d1")
+	f.advance(14 * day) // the first join's follow-up is due
+	f.waitAudit("d1", "follow-up not sent: it was for an earlier join")
+	wantSent(t, f.idle(), "welcome d1", "welcome d1")
+	f.advance(31 * day) // the rejoin's follow-up
+	f.waitAudit("d1", "followup: sent")
+	wantSent(t, f.idle(), "welcome d1", "welcome d1", "followup d1")
 }
