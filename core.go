@@ -303,10 +303,16 @@ func (s *Service) work(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	if !ok {
-		return time.Hour, nil
+		return maxSleep, nil
 	}
-	return max(next.At.Sub(s.now()), 0), nil
+	return min(max(next.At.Sub(s.now()), 0), maxSleep), nil
 }
+
+// maxSleep bounds how long Run and RunOutreach sleep before looking at their
+// schedule again. Go's timers run on the monotonic clock, which stops while
+// the host is suspended (a laptop, a paused VM) and ignores a wall clock
+// set forward, so a sleep of days could wake long after what it waited for.
+const maxSleep = time.Hour
 
 // processInbox applies up to max inbox events in one commit and returns how
 // many it took, and whether more may be waiting. When the batch cannot be

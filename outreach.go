@@ -359,7 +359,7 @@ func (s *Service) RunOutreach(ctx context.Context, r OutreachRunner) error {
 			}
 			timer.Stop()
 		}
-		timer := time.NewTimer(wait)
+		timer := time.NewTimer(min(wait, maxSleep))
 		select {
 		case <-ctx.Done():
 			timer.Stop()

@@ -17,7 +17,7 @@ const (
 	bucketOutreachJobs = "outreach_jobs"
 )
 
-// migrateOutreach moves a file from schema 4 to 5: it adds the outreach buckets.
+// migrateOutreach moves a file from schema 5 to 6: it adds the outreach buckets.
 func migrateOutreach(tx *bolt.Tx) error {
 	for _, name := range []string{bucketOutreach, bucketOutreachJobs} {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
