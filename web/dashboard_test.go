@@ -548,3 +548,27 @@ func TestDashboardSessionOfRemovedUser(t *testing.T) {
 		t.Fatalf("a removed user's session: the feed answers %d, want 401", r.status)
 	}
 }
+
+// TestDashboardFeedAheadOfCache: a page opened after more entries than one
+// read takes were committed while no feed was open gets new entries at
+// once, not only after the shared cache has crept up to it one read per
+// commit.
+func TestDashboardFeedAheadOfCache(t *testing.T) {
+	e := newEnvWith(t, envOptions{heartbeat: time.Minute})
+	b := e.browser("")
+	b.signIn(e.tw.BroadcasterID())
+	e.audit(3)
+	first, _ := e.openFeed(b, "3", "") // the cache starts at 3
+	if ev := first.next(); ev.name != "stats" {
+		t.Fatalf("first event %+v, want the counters", ev)
+	}
+	first.close()
+	waitStreams(t, e, 0)
+
+	e.audit(350) // 4..353 while nobody watches
+	feed, _ := e.openFeed(b, "353", "")
+	e.audit(1)
+	if got := feed.audits(1)[0]; got != "354" {
+		t.Fatalf("live entry %s, want 354", got)
+	}
+}

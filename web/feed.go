@@ -50,9 +50,20 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 		top = c.frames[n-1].seq
 	}
 	if after >= top {
-		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, max(limit, feedBatch))
+		n := max(limit, feedBatch)
+		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, n)
 		if err != nil {
 			return nil, true, err
+		}
+		if len(entries) == n && entries[n-1].Seq < after {
+			// The cache lags further behind this feed than one read (no feed
+			// was open while entries were committed): start it again here
+			// instead of creeping up one read per wake-up while this feed
+			// shows nothing. Feeds behind it read for themselves.
+			c.base, c.frames = after, nil
+			if entries, err = h.cfg.Dashboard.AuditAfter(ctx, after, n); err != nil {
+				return nil, true, err
+			}
 		}
 		for _, e := range entries {
 			c.frames = append(c.frames, frame{e.Seq, h.renderFrame(e, lang)})
