@@ -71,6 +71,7 @@ type dashboard struct {
 
 	feedMu  sync.Mutex
 	changed chan struct{} // closed and replaced when audit entries were committed
+	gen     uint64        // broadcasts so far
 	stop    chan struct{} // closed by EndStreams
 	stopped sync.Once
 
@@ -129,7 +130,16 @@ func (d *dashboard) broadcast() {
 	d.feedMu.Lock()
 	close(d.changed)
 	d.changed = make(chan struct{})
+	d.gen++
 	d.feedMu.Unlock()
+}
+
+// generation returns how many broadcasts there were: every commit they
+// announced is in the store.
+func (d *dashboard) generation() uint64 {
+	d.feedMu.Lock()
+	defer d.feedMu.Unlock()
+	return d.gen
 }
 
 // wait returns a channel closed at the next broadcast.

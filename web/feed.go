@@ -30,12 +30,18 @@ type frameCache struct {
 	base   uint64
 	frames []frame
 	primed bool
+	gen    uint64 // the broadcasts (dashboard.gen) before the last read of the store
 }
 
 // framesAfter returns up to limit rendered entries after position after,
-// reading new ones from the store when the cache has none, or ok false when
+// reading new ones from the store when the cache has none or was last read
+// before the latest broadcast, or ok false when
 // after is older than the cache reaches (the feed then reads for itself).
 func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, limit int) (out []frame, ok bool, err error) {
+	// The feed took its wake-up before it asked: the entries of every
+	// broadcast until now must be in what it gets when it reaches the top,
+	// or it waits for the next broadcast with the newest entries unseen.
+	gen := h.dash.generation()
 	c := h.dash.cache(lang)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -49,7 +55,8 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 	if n := len(c.frames); n > 0 {
 		top = c.frames[n-1].seq
 	}
-	if after >= top {
+	i := sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
+	if after >= top || c.gen < gen && len(c.frames)-i < limit {
 		n := max(limit, feedBatch)
 		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, n)
 		if err != nil {
@@ -65,6 +72,7 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 				return nil, true, err
 			}
 		}
+		c.gen = max(c.gen, gen)
 		for _, e := range entries {
 			c.frames = append(c.frames, frame{e.Seq, h.renderFrame(e, lang)})
 		}
@@ -76,7 +84,7 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 			return nil, false, nil
 		}
 	}
-	i := sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
+	i = sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
 	end := min(len(c.frames), i+limit)
 	return append([]frame(nil), c.frames[i:end]...), true, nil
 }
