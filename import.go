@@ -127,6 +127,10 @@ func (s *Service) ImportLinks(ctx context.Context, links []Link, opts ImportOpti
 		size = 500
 	}
 	rep := ImportReport{DryRun: opts.DryRun, Replace: opts.Replace, Total: len(links)}
+	var dry *dryLinks
+	if opts.DryRun {
+		dry = &dryLinks{discord: map[string]*Link{}, twitch: map[string]*Link{}}
+	}
 	for start := 0; start < len(links); start += size {
 		batch := links[start:min(start+size, len(links))]
 		var part ImportReport
@@ -134,7 +138,7 @@ func (s *Service) ImportLinks(ctx context.Context, links []Link, opts ImportOpti
 			part = ImportReport{}
 			now := s.now()
 			for i, l := range batch {
-				if err := s.importLink(tx, start+i, l, opts, now, &part); err != nil {
+				if err := s.importLink(tx, dry, start+i, l, opts, now, &part); err != nil {
 					return fmt.Errorf("discord user %s: %w", l.DiscordUserID, err)
 				}
 			}
@@ -168,14 +172,43 @@ func (s *Service) ImportLinks(ctx context.Context, links []Link, opts ImportOpti
 	return rep, nil
 }
 
-// importLink classifies one link against the state in tx and, unless this
-// is a dry run, applies it when the options allow.
-func (s *Service) importLink(tx Tx, index int, l Link, opts ImportOptions, now time.Time, rep *ImportReport) error {
-	cur, hasCur, err := lookupLink(tx.LinkByDiscord(l.DiscordUserID))
+// dryLinks is what a dry run would have written so far (nil: unlinked), so
+// that each link meets the links before it as the import would.
+type dryLinks struct {
+	discord, twitch map[string]*Link
+}
+
+// link looks up a link by Discord or Twitch id, first in what the dry run
+// would have written.
+func (d *dryLinks) link(tx Tx, byDiscord bool, id string) (Link, bool, error) {
+	m, lookup := map[string]*Link(nil), tx.LinkByTwitch
+	if byDiscord {
+		lookup = tx.LinkByDiscord
+	}
+	if d != nil {
+		m = d.twitch
+		if byDiscord {
+			m = d.discord
+		}
+	}
+	if l, ok := m[id]; ok {
+		if l == nil {
+			return Link{}, false, nil
+		}
+		return *l, true, nil
+	}
+	return lookupLink(lookup(id))
+}
+
+// importLink classifies one link against the state in tx (and, in a dry
+// run, what dry says the links before it would have written) and, unless
+// this is a dry run, applies it when the options allow.
+func (s *Service) importLink(tx Tx, dry *dryLinks, index int, l Link, opts ImportOptions, now time.Time, rep *ImportReport) error {
+	cur, hasCur, err := dry.link(tx, true, l.DiscordUserID)
 	if err != nil {
 		return err
 	}
-	owner, hasOwner, err := lookupLink(tx.LinkByTwitch(l.TwitchUserID))
+	owner, hasOwner, err := dry.link(tx, false, l.TwitchUserID)
 	if err != nil {
 		return err
 	}
@@ -219,9 +252,19 @@ func (s *Service) importLink(tx Tx, index int, l Link, opts ImportOptions, now t
 	}
 	if opts.DryRun {
 		if hasOwner {
+			dry.discord[owner.DiscordUserID] = nil
 			rep.Unlinked++
 			rep.RoleJobs++
 		}
+		if hasCur {
+			dry.twitch[cur.TwitchUserID] = nil
+		}
+		w := l // as it would be written
+		if w.Linked.IsZero() {
+			w.Linked = now
+		}
+		w.TwitchLogin = firstNonEmpty(w.TwitchLogin, sub.TwitchLogin)
+		dry.discord[l.DiscordUserID], dry.twitch[l.TwitchUserID] = &w, &w
 		if queue {
 			rep.RoleJobs++
 		}

@@ -2,6 +2,7 @@ package subrole_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -199,5 +200,31 @@ func TestImportBatches(t *testing.T) {
 	}
 	if rep := f.importLinks(subrole.ImportOptions{}, in...); rep.Unchanged != 1234 {
 		t.Fatalf("again %+v", rep)
+	}
+}
+
+// TestImportDryRunSeesEarlierLinks: a dry run reports what the import would
+// do, where each link meets the links before it in the list already
+// applied. Two members swapping Twitch accounts with Replace is one conflict
+// that frees an account and then a new link, not two conflicts.
+func TestImportDryRunSeesEarlierLinks(t *testing.T) {
+	f := newFixture(t, policy)
+	f.link("d1", "t1")
+	f.link("d2", "t2")
+	f.jobs()
+	in := []subrole.Link{
+		{DiscordUserID: "d1", TwitchUserID: "t2"}, // conflict: t2 is d2's; d2 is unlinked
+		{DiscordUserID: "d2", TwitchUserID: "t1"}, // then d2 is unlinked and t1 free: new
+	}
+	dry := f.importLinks(subrole.ImportOptions{Replace: true, DryRun: true}, in...)
+	real := f.importLinks(subrole.ImportOptions{Replace: true}, in...)
+	dry.DryRun = false
+	d, _ := json.Marshal(dry)
+	r, _ := json.Marshal(real)
+	if string(d) != string(r) {
+		t.Fatalf("the dry run said\n%s\nthe import did\n%s", d, r)
+	}
+	if got := f.links(); !slices.Equal(got, []string{"d1>t2", "d2>t1"}) {
+		t.Fatalf("links %v", got)
 	}
 }

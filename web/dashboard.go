@@ -71,6 +71,7 @@ type dashboard struct {
 
 	feedMu  sync.Mutex
 	changed chan struct{} // closed and replaced when audit entries were committed
+	gen     uint64        // broadcasts so far
 	stop    chan struct{} // closed by EndStreams
 	stopped sync.Once
 
@@ -129,7 +130,16 @@ func (d *dashboard) broadcast() {
 	d.feedMu.Lock()
 	close(d.changed)
 	d.changed = make(chan struct{})
+	d.gen++
 	d.feedMu.Unlock()
+}
+
+// generation returns how many broadcasts there were: every commit they
+// announced is in the store.
+func (d *dashboard) generation() uint64 {
+	d.feedMu.Lock()
+	defer d.feedMu.Unlock()
+	return d.gen
 }
 
 // wait returns a channel closed at the next broadcast.
@@ -186,7 +196,9 @@ func (h *Handler) sessionToken(r *http.Request) string {
 }
 
 // session returns the request's live session. ok is false with err nil
-// when there is none, and with err set when it could not be read.
+// when there is none, and with err set when it could not be read. A session
+// of a Twitch user who may no longer see the dashboard (taken out of
+// DashboardUsers, or no longer the broadcaster, since it started) is none.
 func (h *Handler) session(r *http.Request) (subrole.DashboardSession, bool, error) {
 	tok := h.sessionToken(r)
 	if tok == "" {
@@ -196,7 +208,13 @@ func (h *Handler) session(r *http.Request) (subrole.DashboardSession, bool, erro
 	if errors.Is(err, subrole.ErrNoSession) {
 		return sess, false, nil
 	}
-	return sess, err == nil, err
+	if err != nil {
+		return sess, false, err
+	}
+	if !h.mayView(sess.TwitchUserID) {
+		return subrole.DashboardSession{}, false, nil
+	}
+	return sess, true, nil
 }
 
 func (h *Handler) mayView(twitchUserID string) bool { return h.dash.allowed[twitchUserID] }

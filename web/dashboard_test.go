@@ -519,3 +519,56 @@ func TestDashboardFeedsShareReads(t *testing.T) {
 		t.Fatalf("late feed's live entry %s, want %d", got, 4+n)
 	}
 }
+
+// TestDashboardSessionOfRemovedUser: a session outlives a restart, but not
+// the permission it was granted under. A moderator taken out of
+// SUBROLE_DASHBOARD_USERS (and the service restarted) must not keep seeing
+// the page or the feed with the session they already had.
+func TestDashboardSessionOfRemovedUser(t *testing.T) {
+	const moderator = "700007"
+	e := newEnvWith(t, envOptions{dashboardUsers: []string{moderator}})
+	e.tw.AddUser(moderator, "mod_tv")
+	b := e.browser("")
+	b.signIn(moderator)
+	if r := b.get(e.url + web.DashboardPath); r.status != 200 {
+		t.Fatalf("dashboard before the restart: %d", r.status)
+	}
+	u, _ := url.Parse(e.url + web.DashboardPath)
+	token := b.c.Jar.Cookies(u)[0].Value
+
+	// The same store, restarted without the moderator.
+	restarted := newEnvWith(t, envOptions{db: e.db})
+	rb := restarted.browser("")
+	ru, _ := url.Parse(restarted.url + web.DashboardPath)
+	rb.c.Jar.SetCookies(ru, []*http.Cookie{{Name: "subrole_dashboard", Value: token, Path: "/dashboard"}})
+	if loc := rb.next(restarted.url + web.DashboardPath); loc != restarted.url+web.DashboardLoginPath {
+		t.Fatalf("a removed user's session: /dashboard redirects to %q, want the sign-in", loc)
+	}
+	if r := rb.get(restarted.url + web.DashboardEventsPath); r.status != http.StatusUnauthorized {
+		t.Fatalf("a removed user's session: the feed answers %d, want 401", r.status)
+	}
+}
+
+// TestDashboardFeedAheadOfCache: a page opened after more entries than one
+// read takes were committed while no feed was open gets new entries at
+// once, not only after the shared cache has crept up to it one read per
+// commit.
+func TestDashboardFeedAheadOfCache(t *testing.T) {
+	e := newEnvWith(t, envOptions{heartbeat: time.Minute})
+	b := e.browser("")
+	b.signIn(e.tw.BroadcasterID())
+	e.audit(3)
+	first, _ := e.openFeed(b, "3", "") // the cache starts at 3
+	if ev := first.next(); ev.name != "stats" {
+		t.Fatalf("first event %+v, want the counters", ev)
+	}
+	first.close()
+	waitStreams(t, e, 0)
+
+	e.audit(350) // 4..353 while nobody watches
+	feed, _ := e.openFeed(b, "353", "")
+	e.audit(1)
+	if got := feed.audits(1)[0]; got != "354" {
+		t.Fatalf("live entry %s, want 354", got)
+	}
+}

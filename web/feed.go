@@ -30,12 +30,18 @@ type frameCache struct {
 	base   uint64
 	frames []frame
 	primed bool
+	gen    uint64 // the broadcasts (dashboard.gen) before the last read of the store
 }
 
 // framesAfter returns up to limit rendered entries after position after,
-// reading new ones from the store when the cache has none, or ok false when
+// reading new ones from the store when the cache has none or was last read
+// before the latest broadcast, or ok false when
 // after is older than the cache reaches (the feed then reads for itself).
 func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, limit int) (out []frame, ok bool, err error) {
+	// The feed took its wake-up before it asked: the entries of every
+	// broadcast until now must be in what it gets when it reaches the top,
+	// or it waits for the next broadcast with the newest entries unseen.
+	gen := h.dash.generation()
 	c := h.dash.cache(lang)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -49,11 +55,24 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 	if n := len(c.frames); n > 0 {
 		top = c.frames[n-1].seq
 	}
-	if after >= top {
-		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, max(limit, feedBatch))
+	i := sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
+	if after >= top || c.gen < gen && len(c.frames)-i < limit {
+		n := max(limit, feedBatch)
+		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, n)
 		if err != nil {
 			return nil, true, err
 		}
+		if len(entries) == n && entries[n-1].Seq < after {
+			// The cache lags further behind this feed than one read (no feed
+			// was open while entries were committed): start it again here
+			// instead of creeping up one read per wake-up while this feed
+			// shows nothing. Feeds behind it read for themselves.
+			c.base, c.frames = after, nil
+			if entries, err = h.cfg.Dashboard.AuditAfter(ctx, after, n); err != nil {
+				return nil, true, err
+			}
+		}
+		c.gen = max(c.gen, gen)
 		for _, e := range entries {
 			c.frames = append(c.frames, frame{e.Seq, h.renderFrame(e, lang)})
 		}
@@ -65,7 +84,7 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 			return nil, false, nil
 		}
 	}
-	i := sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
+	i = sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
 	end := min(len(c.frames), i+limit)
 	return append([]frame(nil), c.frames[i:end]...), true, nil
 }

@@ -87,6 +87,8 @@ type envOptions struct {
 	heartbeat      time.Duration // web.Config.Heartbeat; zero: default
 	// dashboard wraps the core the dashboard reads through; nil: none.
 	dashboard func(web.DashboardCore) web.DashboardCore
+	// db is the store to use (another env's: a restart); nil: a new one.
+	db *store.Store
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
@@ -101,11 +103,15 @@ func wrapDashboard(wrap func(web.DashboardCore) web.DashboardCore, core web.Dash
 func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, logs: &syncBuffer{}}
-	db, err := store.Open(filepath.Join(t.TempDir(), "subrole.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
+	db := o.db
+	if db == nil {
+		var err error
+		db, err = store.Open(filepath.Join(t.TempDir(), "subrole.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
 	}
-	t.Cleanup(func() { db.Close() })
 	e.db = db
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
 	e.svc = subrole.NewService(subrole.Config{Store: db, Policy: policy, Now: e.clock.Now, Logger: log})

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -258,11 +259,24 @@ func exportCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if err := writeLinks(&buf, format, links); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
+	// A new file of its own (0600, O_EXCL): a file already at a fixed
+	// temporary name would keep its owner and mode through the rename.
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	if err := os.Rename(tmp, name); err != nil {
+	tmp := f.Name()
+	_, err = f.Write(buf.Bytes())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("export: %w", err)
 	}
