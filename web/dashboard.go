@@ -373,14 +373,14 @@ type entryView struct {
 
 // dashPage is what the dashboard template renders.
 type dashPage struct {
-	Lang, Title, Style, Script         string
-	Events, Logout, SignedIn, SignOut  string
-	CountsTitle, RecentTitle, Live     string
-	Offline, Ended, Empty, StatusTitle string
-	After                              uint64
-	Stats                              []stat
-	Status                             []string
-	Entries                            []entryView
+	Lang, Title, Style, Script                    string
+	Events, Logout, SignedIn, SignOut             string
+	CountsTitle, RecentTitle, Live                string
+	Offline, Ended, SignedOut, Empty, StatusTitle string
+	After                                         uint64
+	Stats                                         []stat
+	Status                                        []string
+	Entries                                       []entryView
 }
 
 // Dashboard serves GET /dashboard: the counters, the status lines and the
@@ -414,7 +414,7 @@ func (h *Handler) Dashboard(w http.ResponseWriter, r *http.Request) {
 		Events: h.dashPath + "/events", Logout: h.dashPath + "/logout",
 		SignedIn: txtDashSignedIn.in(lang, firstOf(sess.TwitchLogin, sess.TwitchUserID)), SignOut: txtDashSignOut.in(lang),
 		CountsTitle: txtDashCounts.in(lang), RecentTitle: txtDashRecent.in(lang), Live: txtDashLive.in(lang),
-		Offline: txtDashOffline.in(lang), Ended: txtDashEnded.in(lang), Empty: txtDashEmpty.in(lang),
+		Offline: txtDashOffline.in(lang), Ended: txtDashEnded.in(lang), SignedOut: txtDashFeedSignedOut.in(lang), Empty: txtDashEmpty.in(lang),
 		StatusTitle: txtDashStatus.in(lang), Stats: h.statList(st, lang), Status: h.statusLines(st, lang)}
 	for _, e := range entries {
 		p.Entries = append(p.Entries, h.entry(e, lang))
@@ -568,7 +568,8 @@ func firstOf(a, b string) string {
 // position in the log, so a browser that reconnects with Last-Event-ID (or
 // a page that opens the feed with ?after= its newest entry) misses nothing
 // and sees nothing twice; "stats" events carry the counters, comments keep
-// proxies from closing an idle stream, and "end" says the session is over.
+// proxies from closing an idle stream, "end" says the session is over, and
+// "restart" that the server is shutting down (the page connects again).
 // Streams are capped in total (503) and per session (429).
 func (h *Handler) DashboardEvents(w http.ResponseWriter, r *http.Request) {
 	if h.notEnabled(w, r) {
@@ -706,6 +707,12 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logge
 		buf.WriteString("event: end\ndata: " + why + "\n\n")
 		flush()
 	}
+	// restart tells the page the server is going away, not the session:
+	// the page connects again once a server answers.
+	restart := func() {
+		buf.WriteString("event: restart\ndata: server shutting down\n\n")
+		flush()
+	}
 	var lastRead time.Time
 	full := false // the last read filled a batch: catching up, no pause
 	for {
@@ -713,7 +720,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logge
 			select {
 			case <-time.After(gap):
 			case <-h.dash.stop:
-				end("server shutting down")
+				restart()
 				return
 			case <-r.Context().Done():
 				return
@@ -767,7 +774,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logge
 			end("session expired")
 			return
 		case <-h.dash.stop:
-			end("server shutting down")
+			restart()
 			return
 		case <-r.Context().Done():
 			return

@@ -402,10 +402,13 @@ func TestDashboardFeedEndsWithSession(t *testing.T) {
 			break
 		}
 	}
-	// Shutting down ends the other.
+	// Shutting down ends the other, saying the server, not the session, went.
 	e.h.EndStreams()
 	for ev := otherFeed.next(); ; ev = otherFeed.next() {
 		if ev.name == "end" {
+			t.Fatalf("shutting down ended the session's feed as %q; want a restart event", ev.data)
+		}
+		if ev.name == "restart" {
 			break
 		}
 	}

@@ -150,6 +150,7 @@ var (
 	txtDashRecent         = text{"Recent changes (newest first)", "最近の変更（新しい順）"}
 	txtDashLive           = text{"live", "ライブ"}
 	txtDashOffline        = text{"reconnecting…", "再接続中…"}
+	txtDashFeedSignedOut  = text{"signed out", "ログアウト済み"}
 	txtDashEnded          = text{"The live feed ended (%s). Reload the page to continue.", "ライブ更新が終了しました（%s）。続けるにはページを再読み込みしてください。"}
 	txtDashEmpty          = text{"Nothing has happened yet.", "まだ何も起きていません。"}
 	txtDashStatus         = text{"Status", "状態"}

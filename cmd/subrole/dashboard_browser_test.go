@@ -92,9 +92,9 @@ func (c *consoleErrors) get() []string {
 func TestDashboardInBrowser(t *testing.T) {
 	bctx, console := headlessChromium(t)
 	w := newTestWorld(t)
-	w.linkMembers(t, 1)
+	w.linkMembers(t, 2)
 	member := discordID(1)
-	w.start(t)
+	first := w.start(t)
 	base := w.env["SUBROLE_PUBLIC_URL"]
 	w.twitchAPI.SetAuthorizingUser(w.twitchAPI.BroadcasterID()) // the streamer approves the sign-in
 
@@ -153,11 +153,70 @@ func TestDashboardInBrowser(t *testing.T) {
 		html, _ := chromedp.Run(bctx, chromedp.OuterHTML(chromedp.CSS(".stats")))
 		t.Fatalf("the counters did not change: %v\n%s", err, html)
 	}
-	first := run("newest entry", chromedp.Text(chromedp.CSS(`#entries li:first-child`)))
+	newest := run("newest entry", chromedp.Text(chromedp.CSS(`#entries li:first-child`)))
 	after := count("role entries", `document.querySelectorAll('#entries li.kind-roles').length`)
 	reloaded := count("reload marker", `window.notReloaded === true ? 0 : 1`)
-	if !strings.Contains(first, "Tier 1") || after != before+1 || reloaded != 0 {
-		t.Errorf("newest entry %q, role entries %d → %d, reloaded %d", first, before, after, reloaded)
+	if !strings.Contains(newest, "Tier 1") || after != before+1 || reloaded != 0 {
+		t.Errorf("newest entry %q, role entries %d → %d, reloaded %d", newest, before, after, reloaded)
+	}
+
+	// The service restarts (a deploy): the page says it is reconnecting,
+	// connects again by itself once the service is back, and shows what
+	// happens next, still without a reload.
+	first.stop(t)
+	run("the page noticing the restart", chromedp.Poll[string](`(() => {
+		const s = document.querySelector('#feed-state');
+		return !s.classList.contains('live') && document.querySelector('#feed-ended').hidden ? s.textContent : false;
+	})()`, chromedp.WithPollingTimeout(20*time.Second)))
+	w.start(t)
+	second := discordID(2)
+	w.send(t, w.twitch.Subscribe(twitchID(2), "viewer2", "2000", false), 204)
+	w.waitRoles(t, second, worldRoleLinked, worldRoleTier2, worldRoleSub)
+	entry = run("an entry after the restart", chromedp.Poll[string](`(() => {
+		const li = [...document.querySelectorAll('#entries li.kind-roles')].find(li => li.textContent.includes('Tier 2'));
+		return li && document.querySelector('#feed-state').classList.contains('live') ? li.textContent : false;
+	})()`, chromedp.WithPollingTimeout(40*time.Second)))
+	if !strings.Contains(entry, second) {
+		t.Errorf("the entry after the restart %q lacks member %s", entry, second)
+	}
+	if reloaded := count("reload marker", `window.notReloaded === true ? 0 : 1`); reloaded != 0 {
+		t.Errorf("the page reloaded across the restart")
+	}
+
+	// A feed the server refuses (a fifth tab of one session, over the cap
+	// of 4) is retried by the page, which goes live once a slot is free.
+	openTab := func(live bool) (context.Context, context.CancelFunc) {
+		tab, closeTab := chromedp.NewContext(bctx)
+		if err := chromedp.Do(tab); err != nil { // open the tab on its own context: a cancelled first context closes it
+			t.Fatal(err)
+		}
+		wait, cancelWait := context.WithTimeout(tab, 20*time.Second)
+		defer cancelWait()
+		sel := `#feed-state`
+		if live {
+			sel = `#feed-state.live`
+		}
+		if err := chromedp.Do(wait, chromedp.Navigate(base+"/dashboard"), chromedp.WaitVisible(chromedp.CSS(sel))); err != nil {
+			t.Fatalf("opening a tab: %v", err)
+		}
+		return tab, closeTab
+	}
+	_, closeSecond := openTab(true)
+	for range 2 {
+		_, closeTab := openTab(true)
+		defer closeTab()
+	}
+	fifth, closeFifth := openTab(false)
+	defer closeFifth()
+	time.Sleep(3 * time.Second) // refused, and retried at least once
+	if live, err := chromedp.Run(fifth, chromedp.Evaluate[bool](`document.querySelector('#feed-state').classList.contains('live') ||
+		!document.querySelector('#feed-ended').hidden`)); err != nil || live {
+		t.Fatalf("a fifth feed of one session is live or ended (%v); want it refused and waiting", err)
+	}
+	closeSecond() // frees a slot
+	if _, err := chromedp.Run(fifth, chromedp.Poll[bool](`document.querySelector('#feed-state').classList.contains('live')`,
+		chromedp.WithPollingTimeout(40*time.Second))); err != nil {
+		t.Fatalf("the refused tab did not connect once a slot was free: %v", err)
 	}
 	if errs := console.get(); len(errs) > 0 {
 		t.Errorf("the page reported errors: %q", errs)

@@ -57,20 +57,49 @@
     }
   }
 
-  var es = new EventSource(main.dataset.events + "?after=" + encodeURIComponent(String(last)));
-  es.onopen = function () { setState(main.dataset.live, true); };
-  es.onerror = function () {
-    // The browser reconnects by itself, sending Last-Event-ID; a refused
-    // stream (signed out, too many open) closes it for good.
-    setState(es.readyState === EventSource.CLOSED ? "—" : main.dataset.offline, false);
-  };
-  es.addEventListener("audit", function (m) { addEntry(JSON.parse(m.data)); });
-  es.addEventListener("stats", function (m) { setStats(JSON.parse(m.data)); });
-  es.addEventListener("end", function (m) {
-    es.close();
+  // connect opens the feed after the newest entry shown. The browser
+  // reconnects a dropped stream by itself (with Last-Event-ID); a stream it
+  // gives up on (refused, or a proxy's 502 while subrole restarts) and a
+  // server shutting down are retried here, 2 s doubling to 30 s, once the
+  // page answers. A page that answers with a redirect means the session is
+  // over: then the feed ends for good, as after "end".
+  var es = null, retry = 2000, timer = 0;
+
+  function ended(why) {
+    if (es) es.close();
+    clearTimeout(timer);
     setState("—", false);
     var p = document.getElementById("feed-ended");
-    p.textContent = main.dataset.ended.replace("%s", m.data);
+    p.textContent = main.dataset.ended.replace("%s", why);
     p.hidden = false;
-  });
+  }
+
+  function later() {
+    if (es) es.close();
+    setState(main.dataset.offline, false);
+    clearTimeout(timer);
+    timer = setTimeout(function () {
+      var again = function () { retry = Math.min(retry * 2, 30000); later(); };
+      fetch(window.location.pathname, { redirect: "manual", cache: "no-store", credentials: "same-origin" })
+        .then(function (r) {
+          if (r.type === "opaqueredirect" || r.status === 401 || r.status === 403) ended(main.dataset.signedOut);
+          else if (r.ok) connect();
+          else again();
+        }, again);
+    }, retry);
+  }
+
+  function connect() {
+    es = new EventSource(main.dataset.events + "?after=" + encodeURIComponent(String(last)));
+    es.onopen = function () { retry = 2000; setState(main.dataset.live, true); };
+    es.onerror = function () {
+      if (es.readyState === EventSource.CLOSED) later();
+      else setState(main.dataset.offline, false);
+    };
+    es.addEventListener("audit", function (m) { addEntry(JSON.parse(m.data)); });
+    es.addEventListener("stats", function (m) { setStats(JSON.parse(m.data)); });
+    es.addEventListener("restart", function () { later(); });
+    es.addEventListener("end", function (m) { ended(m.data); });
+  }
+  connect();
 })();
