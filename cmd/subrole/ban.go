@@ -220,14 +220,31 @@ type adminClient struct {
 
 func (c *adminClient) client() *http.Client {
 	if c.hc == nil {
-		c.hc = &http.Client{
-			Timeout: 10 * time.Second,
-			Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", c.socket)
-			}},
-		}
+		c.hc = socketClient(c.socket, 10*time.Second)
 	}
 	return c.hc
+}
+
+// socketClient returns an HTTP client that reaches the service through its
+// admin socket (timeout 0: none). Requests name any host ("http://subrole").
+func socketClient(socket string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		}}}
+}
+
+// jsonRequest makes an admin API request with body as JSON (nil: none).
+func jsonRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	return http.NewRequestWithContext(ctx, method, "http://subrole"+path, rd)
 }
 
 func (c *adminClient) close() {
@@ -238,15 +255,7 @@ func (c *adminClient) close() {
 
 // do sends a request to the admin API and decodes the JSON answer into out.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://subrole"+path, rd)
+	req, err := jsonRequest(ctx, method, path, body)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -77,10 +76,7 @@ func dialService(ctx context.Context, getenv func(string) string, what string) (
 	if socket == "" {
 		return nil, fmt.Errorf("%s needs the running service's admin socket, and SUBROLE_ADMIN_SOCKET is off", what)
 	}
-	c := &serviceClient{socket: socket, hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}}}}
+	c := &serviceClient{socket: socket, hc: socketClient(socket, 0)}
 	pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	resp, err := c.do(pingCtx, http.MethodGet, "/status")

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -353,9 +352,7 @@ func (c *linksClient) String() string { return "the running service (admin socke
 
 func (c *linksClient) client() *http.Client {
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket)
-		}}}
+		c.hc = socketClient(c.socket, 0) // an import of many links may take a while
 	}
 	return c.hc
 }
@@ -369,15 +366,7 @@ func (c *linksClient) close() {
 // call sends a request with a JSON body (nil: none) and decodes a 200 JSON
 // answer into out.
 func (c *linksClient) call(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://subrole"+path, rd)
+	req, err := jsonRequest(ctx, method, path, body)
 	if err != nil {
 		return err
 	}
