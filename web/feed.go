@@ -33,11 +33,11 @@ type frameCache struct {
 	gen    uint64 // the broadcasts (dashboard.gen) before the last read of the store
 }
 
-// framesAfter returns up to limit rendered entries after position after,
-// reading new ones from the store when the cache has none or was last read
-// before the latest broadcast, or ok false when
-// after is older than the cache reaches (the feed then reads for itself).
-func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, limit int) (out []frame, ok bool, err error) {
+// framesAfter returns up to feedBatch rendered entries after position
+// after, reading new ones from the store when the cache has none or was
+// last read before the latest broadcast, or ok false when after is older
+// than the cache reaches (the feed then reads for itself).
+func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64) (out []frame, ok bool, err error) {
 	// The feed took its wake-up before it asked: the entries of every
 	// broadcast until now must be in what it gets when it reaches the top,
 	// or it waits for the next broadcast with the newest entries unseen.
@@ -56,8 +56,8 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 		top = c.frames[n-1].seq
 	}
 	i := sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
-	if after >= top || c.gen < gen && len(c.frames)-i < limit {
-		n := max(limit, feedBatch)
+	if after >= top || c.gen < gen && len(c.frames)-i < feedBatch {
+		n := feedBatch
 		entries, err := h.cfg.Dashboard.AuditAfter(ctx, top, n)
 		if err != nil {
 			return nil, true, err
@@ -73,9 +73,7 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 			}
 		}
 		c.gen = max(c.gen, gen)
-		for _, e := range entries {
-			c.frames = append(c.frames, frame{e.Seq, h.renderFrame(e, lang)})
-		}
+		c.frames = h.appendFrames(c.frames, entries, lang)
 		if over := len(c.frames) - feedFrames; over > 0 {
 			c.base = c.frames[over-1].seq
 			c.frames = append([]frame(nil), c.frames[over:]...)
@@ -85,15 +83,18 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64, li
 		}
 	}
 	i = sort.Search(len(c.frames), func(i int) bool { return c.frames[i].seq > after })
-	end := min(len(c.frames), i+limit)
+	end := min(len(c.frames), i+feedBatch)
 	return append([]frame(nil), c.frames[i:end]...), true, nil
 }
 
-// renderFrame formats an audit entry as a Server-Sent Event whose id is its
-// position in the log.
-func (h *Handler) renderFrame(e subrole.AuditEntry, lang string) []byte {
-	data, _ := json.Marshal(h.entry(e, lang))
-	return fmt.Appendf(nil, "id: %d\nevent: audit\ndata: %s\n\n", e.Seq, data)
+// appendFrames renders audit entries as Server-Sent Events whose ids are
+// their positions in the log, and appends them to frames.
+func (h *Handler) appendFrames(frames []frame, entries []subrole.AuditEntry, lang string) []frame {
+	for _, e := range entries {
+		data, _ := json.Marshal(h.entry(e, lang))
+		frames = append(frames, frame{e.Seq, fmt.Appendf(nil, "id: %d\nevent: audit\ndata: %s\n\n", e.Seq, data)})
+	}
+	return frames
 }
 
 // cache returns the frame cache of a language.
@@ -112,7 +113,7 @@ func (d *dashboard) cache(lang string) *frameCache {
 // for a feed further behind than the cache reaches (a browser resuming
 // after a long absence), read and rendered for this feed alone.
 func (h *Handler) feedFrames(ctx context.Context, lang string, after uint64) ([]frame, error) {
-	frames, ok, err := h.framesAfter(ctx, lang, after, feedBatch)
+	frames, ok, err := h.framesAfter(ctx, lang, after)
 	if ok || err != nil {
 		return frames, err
 	}
@@ -120,9 +121,5 @@ func (h *Handler) feedFrames(ctx context.Context, lang string, after uint64) ([]
 	if err != nil {
 		return nil, err
 	}
-	frames = make([]frame, 0, len(entries))
-	for _, e := range entries {
-		frames = append(frames, frame{e.Seq, h.renderFrame(e, lang)})
-	}
-	return frames, nil
+	return h.appendFrames(make([]frame, 0, len(entries)), entries, lang), nil
 }

@@ -54,17 +54,17 @@ func TestFramesAfterSeesAnnouncedCommits(t *testing.T) {
 	h := &Handler{cfg: Config{Dashboard: log}, dash: newDashboard(&Config{})}
 	ctx := context.Background()
 	log.add(10)
-	if _, ok, err := h.framesAfter(ctx, "en", 10, feedBatch); !ok || err != nil { // two feeds at 10
+	if _, ok, err := h.framesAfter(ctx, "en", 10); !ok || err != nil { // two feeds at 10
 		t.Fatal(ok, err)
 	}
 	log.add(1) // 11
 	h.dash.broadcast()
-	if got, _, _ := h.framesAfter(ctx, "en", 10, feedBatch); !slices.Equal(seqs(got), []uint64{11}) { // the first feed
+	if got, _, _ := h.framesAfter(ctx, "en", 10); !slices.Equal(seqs(got), []uint64{11}) { // the first feed
 		t.Fatalf("first feed got %v, want [11]", seqs(got))
 	}
 	log.add(1) // 12, announced before the second feed asks
 	h.dash.broadcast()
-	got, _, _ := h.framesAfter(ctx, "en", 10, feedBatch) // the second feed, woken by both broadcasts
+	got, _, _ := h.framesAfter(ctx, "en", 10) // the second feed, woken by both broadcasts
 	if !slices.Equal(seqs(got), []uint64{11, 12}) {
 		t.Fatalf("second feed got %v, want [11 12]", seqs(got))
 	}
