@@ -30,8 +30,30 @@ type tx struct {
 var _ subrole.Tx = (*tx)(nil)
 
 // bucket returns a bucket of the schema; Open made sure they all exist.
+//
+// The buckets keyed by sequence number fill their pages completely: bbolt's
+// default of splitting at half a page suits inserts anywhere, but at the end
+// of a bucket it leaves every page half empty for good, so the same entries
+// take twice the pages.
 func (t *tx) bucket(name string) *bolt.Bucket {
-	return t.tx.Bucket([]byte(name))
+	b := t.tx.Bucket([]byte(name))
+	if appendOnly(name) && b != nil {
+		b.FillPercent = 1.0
+	}
+	return b
+}
+
+// appendOnly reports whether new keys of the bucket always sort after all
+// the keys already in it (NextSequence), so that it grows only at its end.
+// Not seen_by_time: its keys start with a receive time, and a clock stepped
+// back puts new keys among the old ones, where full pages would split for
+// every insert.
+func appendOnly(name string) bool {
+	switch name {
+	case bucketAudit, bucketInbox, bucketOutbox, bucketRevocations:
+		return true
+	}
+	return false
 }
 
 // writable returns an error wrapping bbolt's ErrTxNotWritable when t is read
