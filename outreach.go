@@ -186,52 +186,11 @@ func (s *Service) MemberJoined(ctx context.Context, j MemberJoin) (JoinOutcome, 
 	if j.DiscordUserID == "" {
 		return "", errors.New("subrole: member joined: no discord user id")
 	}
-	p := s.outreach
 	var out JoinOutcome
 	err := s.store.Update(ctx, func(tx Tx) error {
-		now := s.now()
-		_, err := tx.LinkByDiscord(j.DiscordUserID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		linked := err == nil
-		rec, err := tx.Outreach(j.DiscordUserID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		found := err == nil
-		out = decideJoin(p, j, linked, rec, found, now)
-		switch out {
-		case JoinBot, JoinOff:
-			return nil
-		case JoinLinked:
-			return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
-				Detail: "member joined; already linked: no welcome"})
-		case JoinDuplicate:
-			return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
-				Detail: fmt.Sprintf("member joined; a join was already recorded at %s: nothing sent again (rejoins get outreach after %s)",
-					rec.Joined.UTC().Format(time.RFC3339), p.rejoinGap())})
-		}
-		rec = OutreachRecord{DiscordUserID: j.DiscordUserID, Joined: now, JoinedAt: j.JoinedAt, RelinkMonth: rec.RelinkMonth}
-		if err := tx.PutOutreach(rec); err != nil {
-			return err
-		}
-		var queued []string
-		if p.Welcome {
-			if err := tx.ScheduleOutreach(OutreachJob{At: now, Kind: OutreachWelcome, DiscordUserID: j.DiscordUserID}); err != nil {
-				return err
-			}
-			queued = append(queued, "welcome now")
-		}
-		if p.FollowUp > 0 {
-			at := now.Add(p.FollowUp)
-			if err := tx.ScheduleOutreach(OutreachJob{At: at, Kind: OutreachFollowUp, DiscordUserID: j.DiscordUserID, Joined: now}); err != nil {
-				return err
-			}
-			queued = append(queued, "follow-up at "+at.UTC().Format(time.RFC3339))
-		}
-		return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
-			Detail: fmt.Sprintf("member joined, not linked: queued %v", queued)})
+		var err error
+		out, err = s.recordJoin(tx, j, s.now(), false)
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("subrole: member %s joined: %w", j.DiscordUserID, err)
@@ -240,6 +199,173 @@ func (s *Service) MemberJoined(ctx context.Context, j MemberJoin) (JoinOutcome, 
 		signal(s.outreachReady)
 	}
 	return out, nil
+}
+
+// recordJoin is MemberJoined inside tx. A join found by a catch-up
+// (caughtUp) is audited only when it queues something: the members the
+// catch-up finds already handled are most of the list.
+func (s *Service) recordJoin(tx Tx, j MemberJoin, now time.Time, caughtUp bool) (JoinOutcome, error) {
+	p := s.outreach
+	_, err := tx.LinkByDiscord(j.DiscordUserID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", err
+	}
+	linked := err == nil
+	rec, err := tx.Outreach(j.DiscordUserID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", err
+	}
+	found := err == nil
+	out := decideJoin(p, j, linked, rec, found, now)
+	if out != JoinQueued && caughtUp {
+		return out, nil
+	}
+	switch out {
+	case JoinBot, JoinOff:
+		return out, nil
+	case JoinLinked:
+		return out, tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
+			Detail: "member joined; already linked: no welcome"})
+	case JoinDuplicate:
+		return out, tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
+			Detail: fmt.Sprintf("member joined; a join was already recorded at %s: nothing sent again (rejoins get outreach after %s)",
+				rec.Joined.UTC().Format(time.RFC3339), p.rejoinGap())})
+	}
+	rec = OutreachRecord{DiscordUserID: j.DiscordUserID, Joined: now, JoinedAt: j.JoinedAt, RelinkMonth: rec.RelinkMonth}
+	if err := tx.PutOutreach(rec); err != nil {
+		return "", err
+	}
+	var queued []string
+	if p.Welcome {
+		if err := tx.ScheduleOutreach(OutreachJob{At: now, Kind: OutreachWelcome, DiscordUserID: j.DiscordUserID}); err != nil {
+			return "", err
+		}
+		queued = append(queued, "welcome now")
+	}
+	if p.FollowUp > 0 {
+		at := now.Add(p.FollowUp)
+		if err := tx.ScheduleOutreach(OutreachJob{At: at, Kind: OutreachFollowUp, DiscordUserID: j.DiscordUserID, Joined: now}); err != nil {
+			return "", err
+		}
+		queued = append(queued, "follow-up at "+at.UTC().Format(time.RFC3339))
+	}
+	how := "member joined"
+	if caughtUp {
+		how = fmt.Sprintf("member joined at %s while the bot had no gateway session (found by the catch-up)", j.JoinedAt.UTC().Format(time.RFC3339))
+	}
+	return out, tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
+		Detail: fmt.Sprintf("%s, not linked: queued %v", how, queued)})
+}
+
+// Joins missed without a gateway session.
+//
+// Joins arrive as GUILD_MEMBER_ADD on the gateway. When the bot resumes its
+// session, Discord replays what it missed; when it cannot (the session
+// expired during a long outage, or the service was stopped), the joins of
+// the gap are never delivered. So every new session compares the member
+// list with the joins watermark, the time up to which joins are known to
+// have been handled, and treats the members who joined after it as joins
+// now. MemberJoined's checks make a join found twice, or by both paths,
+// count once.
+
+// metaJoinsThrough is the meta key of the joins watermark (RFC 3339).
+const metaJoinsThrough = "outreach_joins_through"
+
+const (
+	// joinCatchUpSlack widens the catch-up window, for the difference
+	// between Discord's clock (joined_at) and ours.
+	joinCatchUpSlack = 5 * time.Minute
+	// MaxJoinCatchUp is how far back a catch-up looks: a welcome more than
+	// a week late would not be one.
+	MaxJoinCatchUp = 7 * 24 * time.Hour
+)
+
+// JoinCatchUp is what a new gateway session has to do about the joins it
+// may have missed (BeginJoinCatchUp).
+type JoinCatchUp struct {
+	// Needed says whether to list the members at all. It is false on the
+	// first session ever (the members already there are not newcomers)
+	// and when the policy sends nothing on join.
+	Needed bool
+	// Since: members whose joined_at is after it may have been missed.
+	Since time.Time
+	// Started is when the catch-up began: the watermark once it is done.
+	Started time.Time
+}
+
+// BeginJoinCatchUp starts the catch-up of a new gateway session. Call it
+// before listing the members; when it is not Needed, it has already moved
+// the watermark, and there is nothing more to do.
+func (s *Service) BeginJoinCatchUp(ctx context.Context) (JoinCatchUp, error) {
+	now := s.now()
+	c := JoinCatchUp{Started: now}
+	err := s.store.Update(ctx, func(tx Tx) error {
+		b, err := tx.Meta(metaJoinsThrough)
+		if errors.Is(err, ErrNotFound) || (err == nil && len(b) == 0) {
+			c.Needed = false
+			return tx.PutMeta(metaJoinsThrough, []byte(now.UTC().Format(time.RFC3339Nano)))
+		}
+		if err != nil {
+			return err
+		}
+		through, err := time.Parse(time.RFC3339Nano, string(b))
+		if err != nil {
+			return fmt.Errorf("joins watermark %q: %w", b, err)
+		}
+		if !s.outreach.Welcome && s.outreach.FollowUp <= 0 {
+			c.Needed = false
+			return tx.PutMeta(metaJoinsThrough, []byte(now.UTC().Format(time.RFC3339Nano)))
+		}
+		c.Needed, c.Since = true, through.Add(-joinCatchUpSlack)
+		if oldest := now.Add(-MaxJoinCatchUp); c.Since.Before(oldest) {
+			c.Since = oldest
+		}
+		return nil
+	})
+	if err != nil {
+		return JoinCatchUp{}, fmt.Errorf("subrole: begin join catch-up: %w", err)
+	}
+	return c, nil
+}
+
+// CatchUpJoins records as joins the members (the whole member list, as
+// listed after BeginJoinCatchUp returned c) who joined after c.Since, then
+// moves the joins watermark to c.Started, all in one commit with an audit
+// entry when it found any. It returns how many joins it queued outreach for.
+func (s *Service) CatchUpJoins(ctx context.Context, c JoinCatchUp, members []MemberJoin) (int, error) {
+	var recent []MemberJoin
+	for _, m := range members {
+		if m.DiscordUserID != "" && !m.Bot && m.JoinedAt.After(c.Since) {
+			recent = append(recent, m)
+		}
+	}
+	queued := 0
+	err := s.store.Update(ctx, func(tx Tx) error {
+		queued = 0
+		now := s.now()
+		for _, m := range recent {
+			out, err := s.recordJoin(tx, m, now, true)
+			if err != nil {
+				return fmt.Errorf("member %s: %w", m.DiscordUserID, err)
+			}
+			if out == JoinQueued {
+				queued++
+			}
+		}
+		if b, err := tx.Meta(metaJoinsThrough); err == nil {
+			if through, err := time.Parse(time.RFC3339Nano, string(b)); err == nil && !through.Before(c.Started) {
+				return nil // a later catch-up got there first
+			}
+		}
+		return tx.PutMeta(metaJoinsThrough, []byte(c.Started.UTC().Format(time.RFC3339Nano)))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("subrole: join catch-up: %w", err)
+	}
+	if queued > 0 {
+		signal(s.outreachReady)
+	}
+	return queued, nil
 }
 
 // WakeOutreach makes RunOutreach look at its schedule now, cutting short

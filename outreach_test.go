@@ -103,6 +103,13 @@ func (f *outreachFixture) restart() {
 	f.start()
 }
 
+// restartWith restarts the service with another policy.
+func (f *outreachFixture) restartWith(p subrole.OutreachPolicy) {
+	f.stop()
+	f.policy = p
+	f.start()
+}
+
 // advance moves the clock and wakes RunOutreach.
 func (f *outreachFixture) advance(d time.Duration) {
 	f.clock.Add(d)
@@ -460,4 +467,81 @@ func TestOutreachOneFollowUpPerJoin(t *testing.T) {
 	f.advance(31 * day) // the rejoin's follow-up
 	f.waitAudit("d1", "followup: sent")
 	wantSent(t, f.idle(), "welcome d1", "welcome d1", "followup d1")
+}
+
+func TestOutreachJoinCatchUp(t *testing.T) {
+	ctx := context.Background()
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true}, outreachStart)
+	begin := func() subrole.JoinCatchUp {
+		t.Helper()
+		c, err := f.svc.BeginJoinCatchUp(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// The first session ever has nothing to catch up: the members already
+	// there are not newcomers.
+	if c := begin(); c.Needed {
+		t.Fatalf("first catch-up %+v, want not needed", c)
+	}
+	f.advance(time.Hour)
+	c := begin()
+	if !c.Needed || !c.Since.Equal(outreachStart.Add(-5*time.Minute)) || !c.Started.Equal(f.clock.Now()) {
+		t.Fatalf("catch-up %+v, want needed since 5 minutes before the first session", c)
+	}
+	if out := f.join("live"); out != subrole.JoinQueued {
+		t.Fatalf("live join = %s", out)
+	}
+	members := []subrole.MemberJoin{
+		{DiscordUserID: "before", JoinedAt: c.Since.Add(-time.Second)}, // was there before
+		{DiscordUserID: "bot", Bot: true, JoinedAt: f.clock.Now()},
+		{DiscordUserID: "live", JoinedAt: f.clock.Now().Add(time.Second)}, // handled from the gateway
+		{DiscordUserID: "missed", JoinedAt: outreachStart.Add(time.Minute)},
+	}
+	queued, err := f.svc.CatchUpJoins(ctx, c, members)
+	if err != nil || queued != 1 {
+		t.Fatalf("CatchUpJoins = %d, %v; want 1 queued", queued, err)
+	}
+	wantSent(t, f.idle(), "welcome live", "welcome missed")
+	f.waitAudit("missed: member joined at", "found by the catch-up", "queued [welcome now]")
+	for _, a := range f.audit() {
+		if !strings.HasPrefix(a, "missed:") && !strings.HasPrefix(a, "live:") {
+			t.Errorf("audit %q: the catch-up should record only the join it found", a)
+		}
+	}
+
+	// The next catch-up starts at the watermark, and the same list again
+	// queues nothing.
+	f.advance(time.Hour)
+	c2 := begin()
+	if !c2.Since.Equal(c.Started.Add(-5 * time.Minute)) {
+		t.Fatalf("second catch-up since %s, want %s", c2.Since, c.Started.Add(-5*time.Minute))
+	}
+	if queued, err := f.svc.CatchUpJoins(ctx, c2, members); err != nil || queued != 0 {
+		t.Fatalf("CatchUpJoins again = %d, %v; want 0", queued, err)
+	}
+
+	// After a long outage it looks back a week at most.
+	f.advance(30 * 24 * time.Hour)
+	if c3 := begin(); !c3.Since.Equal(f.clock.Now().Add(-subrole.MaxJoinCatchUp)) {
+		t.Fatalf("catch-up after 30 days since %s, want a week back", c3.Since)
+	}
+}
+
+func TestOutreachJoinCatchUpPolicyOff(t *testing.T) {
+	ctx := context.Background()
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Relink: subrole.RelinkAlways}, outreachStart)
+	for range 2 {
+		if c, err := f.svc.BeginJoinCatchUp(ctx); err != nil || c.Needed {
+			t.Fatalf("BeginJoinCatchUp = %+v, %v; want not needed: nothing is sent on join", c, err)
+		}
+		f.advance(time.Hour)
+	}
+	// Turned on later, it does not reach back past the last session.
+	f.restartWith(subrole.OutreachPolicy{Welcome: true})
+	c, err := f.svc.BeginJoinCatchUp(ctx)
+	if err != nil || !c.Needed || !c.Since.Equal(outreachStart.Add(time.Hour-5*time.Minute)) {
+		t.Fatalf("BeginJoinCatchUp = %+v, %v; want needed since the last session", c, err)
+	}
 }

@@ -17,6 +17,10 @@ import (
 type JoinRecorder interface {
 	// MemberJoined records a join and decides the member's outreach.
 	MemberJoined(ctx context.Context, j subrole.MemberJoin) (subrole.JoinOutcome, error)
+	// BeginJoinCatchUp and CatchUpJoins find the joins a new gateway
+	// session missed, against the member list.
+	BeginJoinCatchUp(ctx context.Context) (subrole.JoinCatchUp, error)
+	CatchUpJoins(ctx context.Context, c subrole.JoinCatchUp, members []subrole.MemberJoin) (int, error)
 }
 
 // Outreach is the Discord side of member outreach: it reports members who
@@ -35,6 +39,11 @@ type Outreach struct {
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
+	// stopCtx ends a catch-up in progress at Close.
+	stopCtx context.Context
+	stop    context.CancelFunc
+	// catchUpMu runs catch-ups one at a time.
+	catchUpMu sync.Mutex
 }
 
 var _ subrole.Messenger = (*Outreach)(nil)
@@ -46,23 +55,110 @@ func (o *Outreach) log() *slog.Logger {
 	return o.Logger
 }
 
-// Attach adds the GUILD_MEMBER_ADD handler to the session. Call it before
-// Bot.Open.
+// Attach adds the gateway handlers to the session: GUILD_MEMBER_ADD, and
+// READY, which starts a catch-up of the joins a lost session missed. Call
+// it before Bot.Open.
 func (o *Outreach) Attach() {
 	o.Bot.Session.AddHandler(func(_ *discordgo.Session, m *discordgo.GuildMemberAdd) {
-		if m.Member == nil || m.User == nil || m.GuildID != o.Bot.GuildID || o.Joins == nil {
+		if m.Member == nil || m.User == nil || m.GuildID != o.Bot.GuildID || o.Joins == nil || !o.enter() {
 			return
 		}
-		o.mu.Lock()
-		if o.closed {
-			o.mu.Unlock()
-			return
-		}
-		o.inflight.Add(1)
-		o.mu.Unlock()
 		defer o.inflight.Done()
 		o.joined(subrole.MemberJoin{DiscordUserID: m.User.ID, Bot: m.User.Bot, JoinedAt: m.JoinedAt})
 	})
+	// READY starts a new session (a RESUME is answered with RESUMED and
+	// the missed events instead): whatever happened since the last one
+	// was not delivered.
+	o.Bot.Session.AddHandler(func(_ *discordgo.Session, _ *discordgo.Ready) {
+		if o.Joins == nil || !o.enter() {
+			return
+		}
+		o.mu.Lock()
+		if o.stop == nil {
+			o.stopCtx, o.stop = context.WithCancel(context.Background())
+		}
+		ctx := o.stopCtx
+		o.mu.Unlock()
+		go func() {
+			defer o.inflight.Done()
+			o.catchUp(ctx)
+		}()
+	})
+}
+
+// enter reports whether a handler may run, counting it in inflight.
+func (o *Outreach) enter() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	o.inflight.Add(1)
+	return true
+}
+
+// catchUp lists the members once a new session is READY and hands them to
+// the core, which records as joins those who joined while no session was
+// there to hear it. A failure is retried with backoff for a while; after
+// that the next session tries again (the watermark has not moved).
+func (o *Outreach) catchUp(ctx context.Context) {
+	o.catchUpMu.Lock() // two READYs in a row: one catch-up after the other
+	defer o.catchUpMu.Unlock()
+	log := o.log().With("guild", o.Bot.GuildID)
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		queued, listed, err := o.catchUpOnce(ctx)
+		switch {
+		case err == nil:
+			if listed {
+				log.Info("discord: new gateway session: checked the member list for joins missed without one", "queued", queued)
+			}
+			return
+		case ctx.Err() != nil:
+			return
+		case attempt == 5:
+			log.Error("discord: catching up on the joins missed without a gateway session failed; the next session tries again", "err", err)
+			return
+		}
+		log.Warn("discord: catching up on missed joins failed; retrying", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		wait *= 4
+	}
+}
+
+// catchUpOnce runs one catch-up and reports how many joins it queued
+// outreach for, and whether it listed the members at all.
+func (o *Outreach) catchUpOnce(ctx context.Context) (int, bool, error) {
+	c, err := o.Joins.BeginJoinCatchUp(ctx)
+	if err != nil || !c.Needed {
+		return 0, false, err
+	}
+	var members []subrole.MemberJoin
+	after := ""
+	for {
+		page, err := o.Bot.Session.GuildMembers(o.Bot.GuildID, after, 1000, discordgo.WithContext(ctx))
+		if err != nil {
+			return 0, false, fmt.Errorf("discord: list members of guild %s: %w", o.Bot.GuildID, err)
+		}
+		for _, m := range page {
+			if m.User == nil {
+				continue
+			}
+			after = m.User.ID
+			if m.JoinedAt.After(c.Since) {
+				members = append(members, subrole.MemberJoin{DiscordUserID: m.User.ID, Bot: m.User.Bot, JoinedAt: m.JoinedAt})
+			}
+		}
+		if len(page) < 1000 {
+			break
+		}
+	}
+	queued, err := o.Joins.CatchUpJoins(ctx, c, members)
+	return queued, true, err
 }
 
 // joined hands a join to the core, retrying a failed commit a few times:
@@ -87,10 +183,14 @@ func (o *Outreach) joined(j subrole.MemberJoin) {
 	}
 }
 
-// Close stops handling joins and waits for the ones being recorded.
+// Close stops handling joins, ends a catch-up in progress and waits for
+// the joins being recorded.
 func (o *Outreach) Close() {
 	o.mu.Lock()
 	o.closed = true
+	if o.stop != nil {
+		o.stop()
+	}
 	o.mu.Unlock()
 	o.inflight.Wait()
 }

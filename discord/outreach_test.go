@@ -19,6 +19,15 @@ func (j joins) MemberJoined(_ context.Context, m subrole.MemberJoin) (subrole.Jo
 	return subrole.JoinQueued, nil
 }
 
+// BeginJoinCatchUp says there is nothing to catch up, as on a first start.
+func (j joins) BeginJoinCatchUp(context.Context) (subrole.JoinCatchUp, error) {
+	return subrole.JoinCatchUp{}, nil
+}
+
+func (j joins) CatchUpJoins(context.Context, subrole.JoinCatchUp, []subrole.MemberJoin) (int, error) {
+	return 0, errors.New("CatchUpJoins called without a catch-up")
+}
+
 func TestOutreachJoinsFromTheGateway(t *testing.T) {
 	srv := newFake(t)
 	b := newBot(t, srv, nil)

@@ -234,6 +234,61 @@ func TestOutreachJoinE2E(t *testing.T) {
 	}
 }
 
+// TestOutreachMissedJoinsE2E: joins Discord never delivers (the gateway
+// session could not be resumed, or the service was stopped) still get
+// their welcome, once, when the next session starts; the members who were
+// there before subrole was installed get none.
+func TestOutreachMissedJoinsE2E(t *testing.T) {
+	const watermark = "outreach_joins_through"
+	w := newTestWorld(t)
+	w.env["SUBROLE_LINK_DM"] = "off" // count outreach DMs only
+	old, carol, gina, hank := discordID(20), discordID(21), discordID(22), discordID(23)
+	w.addMember(old, "old")
+	w.discord.SetJoinedAt(old, time.Now().Add(-time.Hour))
+	clock := &testClock{t: time.Now().UTC().Truncate(time.Second)}
+	p := w.startPinned(t, clock)
+	// The first session ever only sets the watermark.
+	waitMeta(t, p.db, watermark, clock.Now().Format(time.RFC3339Nano))
+
+	// Carol's join is delivered; Gina's is lost with the session, which
+	// Discord then refuses to resume.
+	w.join(t, carol, "carol", time.Now())
+	w.waitDMs(t, carol, 1)
+	w.addMember(gina, "gina")
+	p.advance(time.Minute)
+	if n := w.discord.EndSessions(); n != 1 {
+		t.Fatalf("ended %d gateway sessions, want 1", n)
+	}
+	if _, err := w.discord.WaitForGatewayOp(ctxTimeout(t, 20*time.Second), discordtest.OpResume); err != nil {
+		t.Fatal(err)
+	}
+	waitMeta(t, p.db, watermark, clock.Now().Format(time.RFC3339Nano))
+	w.waitDMs(t, gina, 1)
+	p.waitAudit(t, 1, gina, "while the bot had no gateway session (found by the catch-up)", "queued [welcome now")
+
+	// Hank joins while the service is stopped.
+	p.in.stop(t)
+	w.addMember(hank, "hank")
+	clock.Add(time.Minute)
+	p = w.startPinned(t, clock)
+	waitMeta(t, p.db, watermark, clock.Now().Format(time.RFC3339Nano))
+	w.waitDMs(t, hank, 1)
+
+	time.Sleep(1500 * time.Millisecond) // a second welcome would be sent by now (1 DM a second)
+	for user, want := range map[string]int{old: 0, carol: 1, gina: 1, hank: 1} {
+		if got := w.dms(user); len(got) != want {
+			t.Errorf("%s got DMs %q, want %d", user, got, want)
+		}
+	}
+	for _, user := range []string{old, carol} {
+		for _, e := range p.outreachAudit(t) {
+			if strings.HasPrefix(e, user+":") && strings.Contains(e, "catch-up") {
+				t.Errorf("audit %q: the catch-up recorded a join it should have skipped", e)
+			}
+		}
+	}
+}
+
 func TestOutreachRelinkE2E(t *testing.T) {
 	tokyo, err := time.LoadLocation("Asia/Tokyo")
 	if err != nil {

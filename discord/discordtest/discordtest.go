@@ -420,6 +420,18 @@ func (s *Server) AddMember(userID, username string, roles ...string) {
 	s.members[userID] = &member{id: userID, username: username, roles: append([]string{}, roles...), joined: time.Now().UTC()}
 }
 
+// SetJoinedAt sets when a member joined (their joined_at), and returns
+// false if the user is not a member.
+func (s *Server) SetJoinedAt(userID string, joined time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.members[userID]
+	if ok {
+		m.joined = joined.UTC()
+	}
+	return ok
+}
+
 // MemberRoles returns a copy of the member's role IDs, and false if the
 // user is not a member.
 func (s *Server) MemberRoles(userID string) ([]string, bool) {

@@ -305,6 +305,22 @@ func (s *Server) DropGateway() int {
 	return len(s.conns)
 }
 
+// EndSessions abruptly closes every gateway connection and forgets the
+// sessions, as Discord does once a session has been gone too long: a
+// RESUME gets INVALID_SESSION, the client identifies anew and gets READY,
+// and the dispatches of the gap are never delivered. It returns how many
+// sessions it ended.
+func (s *Server) EndSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.ws.Close()
+	}
+	n := len(s.sessions)
+	clear(s.sessions)
+	return n
+}
+
 // Connected returns how many sessions currently have a live connection.
 func (s *Server) Connected() int {
 	s.mu.Lock()
