@@ -125,6 +125,10 @@ type OutreachJob struct {
 	Month         string       `json:"month,omitempty"`    // relink: the month it is for, "2006-01" in the policy's zone
 	Joined        time.Time    `json:"joined,omitzero"`    // follow-up: the recorded join it follows (OutreachRecord.Joined)
 	Attempts      int          `json:"attempts,omitempty"` // failed attempts so far
+	// Unreadable, set by the store, says why the stored job could not be
+	// decoded; At, Kind and DiscordUserID then come from its key. Such a
+	// job is set aside in the audit log, never sent.
+	Unreadable string `json:"-"`
 }
 
 // OutreachRecord is what outreach remembers about one Discord user.
@@ -672,6 +676,12 @@ func (s *Service) sendDueOutreach(ctx context.Context, r OutreachRunner) (time.D
 		if err := tx.DeleteOutreach(job); err != nil {
 			return err
 		}
+		if job.Unreadable != "" {
+			outcome = claimCancel
+			return tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: job.DiscordUserID,
+				Detail: fmt.Sprintf("%s due %s set aside, not sent: the stored job cannot be read: %s",
+					job.Kind, job.At.UTC().Format(time.RFC3339), job.Unreadable)})
+		}
 		_, err = tx.LinkByDiscord(job.DiscordUserID)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -700,6 +710,10 @@ func (s *Service) sendDueOutreach(ctx context.Context, r OutreachRunner) (time.D
 	})
 	if err != nil {
 		return 0, fmt.Errorf("subrole: outreach: claim a due job: %w", err)
+	}
+	if found && job.Unreadable != "" {
+		s.log.Error("outreach: a stored job cannot be read; it was set aside in the audit log and the others go on",
+			"discord_user", job.DiscordUserID, "kind", string(job.Kind), "err", job.Unreadable)
 	}
 	if !found || outcome == claimCancel {
 		return 0, nil

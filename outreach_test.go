@@ -13,6 +13,7 @@ import (
 
 	"github.com/subrole/subrole"
 	"github.com/subrole/subrole/store"
+	bolt "go.etcd.io/bbolt"
 )
 
 // messenger is a fake subrole.Messenger that records what it sends.
@@ -544,4 +545,29 @@ func TestOutreachJoinCatchUpPolicyOff(t *testing.T) {
 	if err != nil || !c.Needed || !c.Since.Equal(outreachStart.Add(time.Hour-5*time.Minute)) {
 		t.Fatalf("BeginJoinCatchUp = %+v, %v; want needed since the last session", c, err)
 	}
+}
+
+// TestOutreachUnreadableJobSetAside: a stored job that cannot be decoded
+// (written by another version, or damaged) is set aside in the audit log,
+// and the jobs after it are still sent.
+func TestOutreachUnreadableJobSetAside(t *testing.T) {
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true, FollowUp: time.Hour}, outreachStart)
+	f.join("d1")
+	f.join("d2")
+	wantSent(t, f.idle(), "welcome d1", "welcome d2")
+	// Damage d1's follow-up, due first.
+	err := f.db.Bolt().Update(func(btx *bolt.Tx) error {
+		b := btx.Bucket([]byte("outreach_jobs"))
+		k, _ := b.Cursor().First()
+		if k == nil || !strings.HasSuffix(string(k), "/d1") {
+			return fmt.Errorf("first job key %q, want d1's follow-up", k)
+		}
+		return b.Put(k, []byte(`{"kind":`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.advance(time.Hour + time.Minute)
+	wantSent(t, f.idle(), "welcome d1", "welcome d2", "followup d2")
+	f.waitAudit("d1: followup due", "set aside, not sent: the stored job cannot be read", `stored value "{\"kind\":"`)
 }

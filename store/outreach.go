@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/subrole/subrole"
@@ -106,15 +107,24 @@ func (t *tx) NextOutreach() (subrole.OutreachJob, bool, error) {
 }
 
 // parseOutreachJob decodes an entry of the outreach jobs bucket; the time
-// comes from the key.
+// comes from the key. A value that cannot be decoded is not an error: the
+// job comes back with what its key says and Unreadable set, so that the
+// core sets it aside instead of stalling on it.
 func parseOutreachJob(k, v []byte) (subrole.OutreachJob, error) {
 	var j subrole.OutreachJob
-	at, _, err := parseTimeKey(k)
-	if err == nil {
-		err = decode(v, &j)
-	}
+	at, id, err := parseTimeKey(k)
 	if err != nil {
 		return subrole.OutreachJob{}, fmt.Errorf("store: read outreach jobs: %w", err)
+	}
+	if err := decode(v, &j); err != nil {
+		kind, user, _ := strings.Cut(id, "/")
+		const most = 200
+		raw := v
+		if len(raw) > most {
+			raw = raw[:most]
+		}
+		return subrole.OutreachJob{At: at, Kind: subrole.OutreachKind(kind), DiscordUserID: user,
+			Unreadable: fmt.Sprintf("%v (stored value %q)", err, raw)}, nil
 	}
 	j.At = at
 	return j, nil
