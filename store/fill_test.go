@@ -35,6 +35,7 @@ func TestAppendOnlyBucketsFillTheirPages(t *testing.T) {
 				t.Fatalf("%s: only %d leaf pages: too little data to tell", name, st.LeafPageN)
 			}
 			fill := float64(st.LeafInuse) / float64(st.LeafPageN*btx.DB().Info().PageSize)
+			t.Logf("%s: %d leaf pages, %.0f%% full", name, st.LeafPageN, 100*fill)
 			if fill < 0.85 {
 				t.Errorf("%s: leaf pages %.0f%% full on average (%d pages), want at least 85%%", name, 100*fill, st.LeafPageN)
 			}
