@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 )
@@ -197,6 +198,59 @@ func addMetaCount(tx Tx, key string, n int) error {
 		return err
 	}
 	return tx.PutMeta(key, []byte(strconv.Itoa(old+n)))
+}
+
+// Names are display names of Discord and Twitch users, by id, as far as
+// subrole knows them: the Discord username a member had when they ran
+// /link, and the Twitch login of the latest event or check.
+type Names struct {
+	Discord map[string]string
+	Twitch  map[string]string
+}
+
+// AuditNames returns the names of the users the entries concern; users
+// with no known name are left out.
+func (s *Service) AuditNames(ctx context.Context, entries []AuditEntry) (Names, error) {
+	names := Names{Discord: map[string]string{}, Twitch: map[string]string{}}
+	err := s.store.View(ctx, func(tx Tx) error {
+		for _, e := range entries {
+			if id := e.DiscordUserID; id != "" {
+				if _, done := names.Discord[id]; !done {
+					names.Discord[id] = ""
+					l, err := tx.LinkByDiscord(id)
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						return err
+					}
+					names.Discord[id] = l.DiscordName
+				}
+			}
+			if id := e.TwitchUserID; id != "" {
+				if _, done := names.Twitch[id]; !done {
+					names.Twitch[id] = ""
+					sub, err := tx.Subscription(id)
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						return err
+					}
+					login := sub.TwitchLogin
+					if login == "" {
+						l, err := tx.LinkByTwitch(id)
+						if err != nil && !errors.Is(err, ErrNotFound) {
+							return err
+						}
+						login = l.TwitchLogin
+					}
+					names.Twitch[id] = login
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Names{}, fmt.Errorf("subrole: audit names: %w", err)
+	}
+	maps.DeleteFunc(names.Discord, func(_, v string) bool { return v == "" })
+	maps.DeleteFunc(names.Twitch, func(_, v string) bool { return v == "" })
+	return names, nil
 }
 
 // RecentAudit returns up to max audit entries before position before (0:

@@ -179,7 +179,8 @@ func (s *Service) CompleteLink(ctx context.Context, raw, browser string, v Viewe
 			return err
 		}
 		now := s.now()
-		link := Link{DiscordUserID: st.DiscordUserID, TwitchUserID: v.TwitchUserID, TwitchLogin: v.TwitchLogin, Linked: now}
+		link := Link{DiscordUserID: st.DiscordUserID, TwitchUserID: v.TwitchUserID, TwitchLogin: v.TwitchLogin,
+			DiscordName: st.DiscordName, Linked: now}
 		if res.Previous.TwitchUserID == v.TwitchUserID {
 			link.Linked = res.Previous.Linked // a repeated /link keeps the original date
 		}

@@ -107,10 +107,14 @@ func (s Subscription) Active() bool { return s.Tier.Valid() && s.Ended.IsZero() 
 // Link joins one Discord member to one Twitch account. Both sides are unique:
 // a Twitch account links to at most one Discord member and the other way round.
 type Link struct {
-	DiscordUserID string    `json:"discord_user_id"`
-	TwitchUserID  string    `json:"twitch_user_id"`
-	TwitchLogin   string    `json:"twitch_login,omitempty"`
-	Linked        time.Time `json:"linked"`
+	DiscordUserID string `json:"discord_user_id"`
+	TwitchUserID  string `json:"twitch_user_id"`
+	TwitchLogin   string `json:"twitch_login,omitempty"`
+	// DiscordName is the member's Discord username when they ran /link
+	// (empty for links imported or made before it was kept): for people
+	// to read, never to decide anything.
+	DiscordName string    `json:"discord_name,omitempty"`
+	Linked      time.Time `json:"linked"`
 }
 
 // Member is a linked Discord member together with the subscription state of

@@ -42,6 +42,8 @@ type DashboardCore interface {
 	RecentAudit(ctx context.Context, before uint64, max int) ([]subrole.AuditEntry, error)
 	// AuditAfter returns audit entries after a position, oldest first.
 	AuditAfter(ctx context.Context, after uint64, max int) ([]subrole.AuditEntry, error)
+	// AuditNames returns the names of the users audit entries concern.
+	AuditNames(ctx context.Context, entries []subrole.AuditEntry) (subrole.Names, error)
 }
 
 // The dashboard's defaults.
@@ -416,8 +418,9 @@ func (h *Handler) Dashboard(w http.ResponseWriter, r *http.Request) {
 		CountsTitle: txtDashCounts.in(lang), RecentTitle: txtDashRecent.in(lang), Live: txtDashLive.in(lang),
 		Offline: txtDashOffline.in(lang), Ended: txtDashEnded.in(lang), SignedOut: txtDashFeedSignedOut.in(lang), Empty: txtDashEmpty.in(lang),
 		StatusTitle: txtDashStatus.in(lang), Stats: h.statList(st, lang), Status: h.statusLines(st, lang)}
+	names := h.auditNames(r.Context(), entries)
 	for _, e := range entries {
-		p.Entries = append(p.Entries, h.entry(e, lang))
+		p.Entries = append(p.Entries, h.entry(e, lang, names))
 	}
 	if len(entries) > 0 {
 		p.After = entries[0].Seq
@@ -513,20 +516,34 @@ var kindLabels = map[subrole.AuditKind]text{
 	subrole.AuditNotice:       {"Notice", "通知"},
 }
 
-// entry makes an audit entry readable: the kind's label, who it concerns,
-// before → after (role names for role changes), and why.
-func (h *Handler) entry(e subrole.AuditEntry, lang string) entryView {
+// auditNames returns the names of the users entries concern; without them
+// (the store failed) entries show ids, which is still right.
+func (h *Handler) auditNames(ctx context.Context, entries []subrole.AuditEntry) subrole.Names {
+	if len(entries) == 0 {
+		return subrole.Names{}
+	}
+	names, err := h.cfg.Dashboard.AuditNames(ctx, entries)
+	if err != nil && ctx.Err() == nil {
+		h.log.Warn("web: dashboard: reading names failed; entries show ids", "err", err)
+	}
+	return names
+}
+
+// entry makes an audit entry readable: the kind's label, who it concerns
+// (by name when known), before → after (role names for role changes), and
+// why.
+func (h *Handler) entry(e subrole.AuditEntry, lang string, names subrole.Names) entryView {
 	v := entryView{Seq: e.Seq, Time: e.Time.UTC().Format("2006-01-02 15:04:05Z"), Kind: string(e.Kind),
 		Label: string(e.Kind), Detail: e.Detail}
 	if l, ok := kindLabels[e.Kind]; ok {
 		v.Label = l.in(lang)
 	}
 	var who []string
-	if e.DiscordUserID != "" {
-		who = append(who, txtDashMember.in(lang, e.DiscordUserID))
+	if id := e.DiscordUserID; id != "" {
+		who = append(who, txtDashMember.in(lang, firstOf(names.Discord[id], id)))
 	}
-	if e.TwitchUserID != "" {
-		who = append(who, "Twitch "+e.TwitchUserID)
+	if id := e.TwitchUserID; id != "" {
+		who = append(who, "Twitch "+firstOf(names.Twitch[id], id))
 	}
 	v.Who = strings.Join(who, " · ")
 	before, after := e.Before, e.After

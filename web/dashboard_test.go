@@ -575,3 +575,43 @@ func TestDashboardFeedAheadOfCache(t *testing.T) {
 		t.Fatalf("live entry %s, want 354", got)
 	}
 }
+
+// TestDashboardShowsNames: entries name the members they concern, by the
+// Discord username given at /link and the Twitch login, and fall back to
+// ids for anyone subrole has no name for.
+func TestDashboardShowsNames(t *testing.T) {
+	e := newEnv(t)
+	if r := e.link(alice, tv1); r.status != http.StatusOK {
+		t.Fatalf("link: %d\n%s", r.status, r.body)
+	}
+	const stranger, strangerTwitch = "100000000000000099", "599999"
+	ctx := context.Background()
+	e.svc.RecordAudit(ctx, subrole.AuditEntry{Kind: subrole.AuditRoles, DiscordUserID: alice, TwitchUserID: tv1,
+		Before: policy.Linked, After: policy.Linked + "," + policy.Tier1, Detail: "named"})
+	e.svc.RecordAudit(ctx, subrole.AuditEntry{Kind: subrole.AuditNotice, DiscordUserID: stranger, TwitchUserID: strangerTwitch,
+		Detail: "unnamed"})
+	b := e.browser("")
+	b.signIn(e.tw.BroadcasterID())
+	page := b.get(e.url + web.DashboardPath)
+	for _, want := range []string{"member name-" + alice + " · Twitch alice_tv", "member " + stranger + " · Twitch " + strangerTwitch} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("the dashboard lacks %q:\n%s", want, page.body)
+		}
+	}
+	// The live feed names them too.
+	feed, status := e.openFeed(b, "0", "")
+	if status != http.StatusOK {
+		t.Fatalf("feed: %d", status)
+	}
+	var all string
+	for i := 0; i < 50 && !(strings.Contains(all, `"detail":"named"`) && strings.Contains(all, `"detail":"unnamed"`)); i++ {
+		if ev := feed.next(); ev.name == "audit" {
+			all += ev.data + "\n"
+		}
+	}
+	for _, want := range []string{`"who":"member name-` + alice + ` · Twitch alice_tv"`, `"who":"member ` + stranger + ` · Twitch ` + strangerTwitch + `"`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("the feed lacks %s:\n%s", want, all)
+		}
+	}
+}

@@ -73,7 +73,7 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64) (o
 			}
 		}
 		c.gen = max(c.gen, gen)
-		c.frames = h.appendFrames(c.frames, entries, lang)
+		c.frames = h.appendFrames(ctx, c.frames, entries, lang)
 		if over := len(c.frames) - feedFrames; over > 0 {
 			c.base = c.frames[over-1].seq
 			c.frames = append([]frame(nil), c.frames[over:]...)
@@ -89,9 +89,10 @@ func (h *Handler) framesAfter(ctx context.Context, lang string, after uint64) (o
 
 // appendFrames renders audit entries as Server-Sent Events whose ids are
 // their positions in the log, and appends them to frames.
-func (h *Handler) appendFrames(frames []frame, entries []subrole.AuditEntry, lang string) []frame {
+func (h *Handler) appendFrames(ctx context.Context, frames []frame, entries []subrole.AuditEntry, lang string) []frame {
+	names := h.auditNames(ctx, entries)
 	for _, e := range entries {
-		data, _ := json.Marshal(h.entry(e, lang))
+		data, _ := json.Marshal(h.entry(e, lang, names))
 		frames = append(frames, frame{e.Seq, fmt.Appendf(nil, "id: %d\nevent: audit\ndata: %s\n\n", e.Seq, data)})
 	}
 	return frames
@@ -121,5 +122,5 @@ func (h *Handler) feedFrames(ctx context.Context, lang string, after uint64) ([]
 	if err != nil {
 		return nil, err
 	}
-	return h.appendFrames(make([]frame, 0, len(entries)), entries, lang), nil
+	return h.appendFrames(ctx, make([]frame, 0, len(entries)), entries, lang), nil
 }

@@ -11,7 +11,7 @@ import (
 
 // memAudit is an audit log in memory for the frame cache's tests.
 type memAudit struct {
-	DashboardCore // only AuditAfter is used
+	DashboardCore // only AuditAfter and AuditNames are used
 	mu            sync.Mutex
 	entries       []subrole.AuditEntry
 }
@@ -22,6 +22,11 @@ func (m *memAudit) add(n int) {
 	for range n {
 		m.entries = append(m.entries, subrole.AuditEntry{Seq: uint64(len(m.entries) + 1), Kind: subrole.AuditNotice})
 	}
+}
+
+// AuditNames knows no names.
+func (m *memAudit) AuditNames(context.Context, []subrole.AuditEntry) (subrole.Names, error) {
+	return subrole.Names{}, nil
 }
 
 func (m *memAudit) AuditAfter(_ context.Context, after uint64, max int) ([]subrole.AuditEntry, error) {
