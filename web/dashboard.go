@@ -611,6 +611,27 @@ func (h *Handler) DashboardEvents(w http.ResponseWriter, r *http.Request) {
 		plainStatus(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if after > 0 {
+		// Entries are only ever appended, so a page's position is never past
+		// the end of the log, unless the log was replaced by a shorter one
+		// (a backup restored): then the feed starts at the end, or it would
+		// show nothing until the log grew past the old position.
+		newest, err := h.cfg.Dashboard.RecentAudit(r.Context(), 0, 1)
+		if err != nil {
+			log.Error("web: dashboard feed: reading the audit log failed", "err", err)
+			plainStatus(w, http.StatusServiceUnavailable, "the audit log could not be read; try again")
+			return
+		}
+		var end uint64
+		if len(newest) > 0 {
+			end = newest[0].Seq
+		}
+		if after > end {
+			log.Warn("web: dashboard feed asked to start past the end of the audit log (a restored backup?); it starts at the end",
+				"after", after, "end", end)
+			after = end
+		}
+	}
 	release, status := h.dash.acquire(sess.Key, h.cfg.MaxStreams, h.cfg.MaxStreamsPerSession)
 	if status != 0 {
 		msg := "too many live dashboards are open on this server; close one and reload"

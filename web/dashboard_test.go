@@ -615,3 +615,30 @@ func TestDashboardShowsNames(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardFeedAheadOfTheLog: a browser whose position is past the end
+// of the audit log (it last saw a log that a backup restore has since
+// replaced with a shorter one) gets the entries committed from now on,
+// instead of nothing until the log grows past its old position, and does
+// not stop other feeds from sharing the rendered entries.
+func TestDashboardFeedAheadOfTheLog(t *testing.T) {
+	e := newEnvWith(t, envOptions{heartbeat: 100 * time.Millisecond})
+	b := e.browser("")
+	b.signIn(e.tw.BroadcasterID())
+	e.audit(3) // entries 1..3
+	stale, status := e.openFeed(b, "", "1000")
+	if status != http.StatusOK {
+		t.Fatalf("feed: %d", status)
+	}
+	other, _ := e.openFeed(b, "3", "")
+	e.audit(1) // entry 4
+	if got := stale.audits(1)[0]; got != "4" {
+		t.Fatalf("the feed from past the end got entry %s, want 4", got)
+	}
+	if got := other.audits(1)[0]; got != "4" {
+		t.Fatalf("the other feed got entry %s, want 4", got)
+	}
+	if !strings.Contains(e.logs.String(), "past the end of the audit log") {
+		t.Errorf("no log line says the position was past the end:\n%s", e.logs.String())
+	}
+}
