@@ -129,6 +129,10 @@ type OutreachJob struct {
 	// decoded; At, Kind and DiscordUserID then come from its key. Such a
 	// job is set aside in the audit log, never sent.
 	Unreadable string `json:"-"`
+	// StoreKey, set by the store when it reads a job, is where the job is
+	// kept; DeleteOutreach deletes that key when it is set, so that even
+	// a job whose key does not say its kind and user can be removed.
+	StoreKey []byte `json:"-"`
 }
 
 // OutreachRecord is what outreach remembers about one Discord user.
@@ -228,6 +232,12 @@ func (s *Service) recordJoin(tx Tx, j MemberJoin, now time.Time, caughtUp bool) 
 	case JoinBot, JoinOff:
 		return out, nil
 	case JoinLinked:
+		// Recorded all the same, so that a catch-up after they unlink does
+		// not take this join for one nobody heard.
+		if err := tx.PutOutreach(OutreachRecord{DiscordUserID: j.DiscordUserID, Joined: now, JoinedAt: j.JoinedAt,
+			RelinkMonth: rec.RelinkMonth}); err != nil {
+			return "", err
+		}
 		return out, tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: j.DiscordUserID,
 			Detail: "member joined; already linked: no welcome"})
 	case JoinDuplicate:
@@ -272,8 +282,14 @@ func (s *Service) recordJoin(tx Tx, j MemberJoin, now time.Time, caughtUp bool) 
 // now. MemberJoined's checks make a join found twice, or by both paths,
 // count once.
 
-// metaJoinsThrough is the meta key of the joins watermark (RFC 3339).
-const metaJoinsThrough = "outreach_joins_through"
+// metaJoinsThrough is the meta key of the joins watermark (RFC 3339; empty
+// or missing: not set, and the next session starts afresh), and
+// metaJoinsFloor of the time joins began to be handled: no catch-up looks
+// before it, so the members there before are never taken for newcomers.
+const (
+	metaJoinsThrough = "outreach_joins_through"
+	metaJoinsFloor   = "outreach_joins_floor"
+)
 
 const (
 	// joinCatchUpSlack widens the catch-up window, for the difference
@@ -298,32 +314,36 @@ type JoinCatchUp struct {
 }
 
 // BeginJoinCatchUp starts the catch-up of a new gateway session. Call it
-// before listing the members; when it is not Needed, it has already moved
-// the watermark, and there is nothing more to do.
+// before listing the members; when it is not Needed there is nothing more
+// to do. While the policy sends nothing on join, joins are not recorded,
+// so the watermark is cleared: turning it on later starts afresh instead
+// of welcoming everyone who joined while it was off.
 func (s *Service) BeginJoinCatchUp(ctx context.Context) (JoinCatchUp, error) {
 	now := s.now()
 	c := JoinCatchUp{Started: now}
+	stamp := []byte(now.UTC().Format(time.RFC3339Nano))
 	err := s.store.Update(ctx, func(tx Tx) error {
-		b, err := tx.Meta(metaJoinsThrough)
-		if errors.Is(err, ErrNotFound) || (err == nil && len(b) == 0) {
-			c.Needed = false
-			return tx.PutMeta(metaJoinsThrough, []byte(now.UTC().Format(time.RFC3339Nano)))
+		c.Needed = false
+		if !s.outreach.Welcome && s.outreach.FollowUp <= 0 {
+			return tx.PutMeta(metaJoinsThrough, nil)
 		}
+		through, okThrough, err := metaTime(tx, metaJoinsThrough)
 		if err != nil {
 			return err
 		}
-		through, err := time.Parse(time.RFC3339Nano, string(b))
+		floor, okFloor, err := metaTime(tx, metaJoinsFloor)
 		if err != nil {
-			return fmt.Errorf("joins watermark %q: %w", b, err)
+			return err
 		}
-		if !s.outreach.Welcome && s.outreach.FollowUp <= 0 {
-			c.Needed = false
-			return tx.PutMeta(metaJoinsThrough, []byte(now.UTC().Format(time.RFC3339Nano)))
+		if !okThrough || !okFloor { // the first session: the members here now are not newcomers
+			if err := tx.PutMeta(metaJoinsFloor, stamp); err != nil {
+				return err
+			}
+			return tx.PutMeta(metaJoinsThrough, stamp)
 		}
-		c.Needed, c.Since = true, through.Add(-joinCatchUpSlack)
-		if oldest := now.Add(-MaxJoinCatchUp); c.Since.Before(oldest) {
-			c.Since = oldest
-		}
+		// A watermark ahead of the clock (it was wrong, or is now) counts
+		// as now: joins would otherwise go unseen until the clock caught up.
+		c.Needed, c.Since = true, laterOf(earlierOf(through, now).Add(-joinCatchUpSlack), floor, now.Add(-MaxJoinCatchUp))
 		return nil
 	})
 	if err != nil {
@@ -332,10 +352,42 @@ func (s *Service) BeginJoinCatchUp(ctx context.Context) (JoinCatchUp, error) {
 	return c, nil
 }
 
+// metaTime reads an RFC 3339 time kept in meta; missing, empty or
+// unreadable is not set (the callers start afresh).
+func metaTime(tx Tx, key string) (time.Time, bool, error) {
+	b, err := tx.Meta(key)
+	if errors.Is(err, ErrNotFound) || (err == nil && len(b) == 0) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(b))
+	return t, err == nil, nil
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func laterOf(first time.Time, more ...time.Time) time.Time {
+	for _, t := range more {
+		if t.After(first) {
+			first = t
+		}
+	}
+	return first
+}
+
 // CatchUpJoins records as joins the members (the whole member list, as
 // listed after BeginJoinCatchUp returned c) who joined after c.Since, then
-// moves the joins watermark to c.Started, all in one commit with an audit
-// entry when it found any. It returns how many joins it queued outreach for.
+// moves the joins watermark to c.Started, all in one commit, with an audit
+// entry for each join it queued outreach for. A member whose stored
+// records cannot be read is skipped with an audit entry, not allowed to
+// stop every catch-up. It returns how many joins it queued outreach for.
 func (s *Service) CatchUpJoins(ctx context.Context, c JoinCatchUp, members []MemberJoin) (int, error) {
 	var recent []MemberJoin
 	for _, m := range members {
@@ -350,15 +402,15 @@ func (s *Service) CatchUpJoins(ctx context.Context, c JoinCatchUp, members []Mem
 		for _, m := range recent {
 			out, err := s.recordJoin(tx, m, now, true)
 			if err != nil {
-				return fmt.Errorf("member %s: %w", m.DiscordUserID, err)
+				if err := tx.AppendAudit(AuditEntry{Time: now, Kind: AuditOutreach, DiscordUserID: m.DiscordUserID,
+					Detail: fmt.Sprintf("member joined at %s while the bot had no gateway session; not checked, nothing queued: %v",
+						m.JoinedAt.UTC().Format(time.RFC3339), err)}); err != nil {
+					return err
+				}
+				continue
 			}
 			if out == JoinQueued {
 				queued++
-			}
-		}
-		if b, err := tx.Meta(metaJoinsThrough); err == nil {
-			if through, err := time.Parse(time.RFC3339Nano, string(b)); err == nil && !through.Before(c.Started) {
-				return nil // a later catch-up got there first
 			}
 		}
 		return tx.PutMeta(metaJoinsThrough, []byte(c.Started.UTC().Format(time.RFC3339Nano)))

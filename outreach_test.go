@@ -2,6 +2,7 @@ package subrole_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -488,8 +489,8 @@ func TestOutreachJoinCatchUp(t *testing.T) {
 	}
 	f.advance(time.Hour)
 	c := begin()
-	if !c.Needed || !c.Since.Equal(outreachStart.Add(-5*time.Minute)) || !c.Started.Equal(f.clock.Now()) {
-		t.Fatalf("catch-up %+v, want needed since 5 minutes before the first session", c)
+	if !c.Needed || !c.Since.Equal(outreachStart) || !c.Started.Equal(f.clock.Now()) {
+		t.Fatalf("catch-up %+v, want needed since the first session (never before it, slack or not)", c)
 	}
 	if out := f.join("live"); out != subrole.JoinQueued {
 		t.Fatalf("live join = %s", out)
@@ -525,9 +526,65 @@ func TestOutreachJoinCatchUp(t *testing.T) {
 
 	// After a long outage it looks back a week at most.
 	f.advance(30 * 24 * time.Hour)
-	if c3 := begin(); !c3.Since.Equal(f.clock.Now().Add(-subrole.MaxJoinCatchUp)) {
+	c3 := begin()
+	if !c3.Since.Equal(f.clock.Now().Add(-subrole.MaxJoinCatchUp)) {
 		t.Fatalf("catch-up after 30 days since %s, want a week back", c3.Since)
 	}
+	// A watermark written by a clock a day ahead counts as now once the
+	// clock is right again: joins after now are still found.
+	f.clock.Add(24 * time.Hour)
+	ahead := begin()
+	if _, err := f.svc.CatchUpJoins(ctx, ahead, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(-24 * time.Hour)
+	c4 := begin()
+	if want := f.clock.Now().Add(-5 * time.Minute); !c4.Since.Equal(want) {
+		t.Fatalf("catch-up after a watermark from the future: since %s, want %s", c4.Since, want)
+	}
+}
+
+func TestOutreachJoinCatchUpSkips(t *testing.T) {
+	ctx := context.Background()
+	f := newOutreachFixture(t, subrole.OutreachPolicy{Welcome: true}, outreachStart)
+	if _, err := f.svc.BeginJoinCatchUp(ctx); err != nil { // the first session
+		t.Fatal(err)
+	}
+	// Linked when they joined, unlinked since: their join was heard.
+	if err := f.svc.Link(ctx, subrole.Link{DiscordUserID: "was-linked", TwitchUserID: "9001"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.join("was-linked"); out != subrole.JoinLinked {
+		t.Fatalf("join = %s", out)
+	}
+	if err := f.svc.Unlink(ctx, "was-linked", "test"); err != nil {
+		t.Fatal(err)
+	}
+	// One member's record cannot be read.
+	f.join("damaged")
+	f.idle()
+	err := f.db.Bolt().Update(func(btx *bolt.Tx) error {
+		return btx.Bucket([]byte("outreach")).Put([]byte("damaged"), []byte("{"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.advance(time.Hour)
+	c, err := f.svc.BeginJoinCatchUp(ctx)
+	if err != nil || !c.Needed {
+		t.Fatalf("BeginJoinCatchUp = %+v, %v", c, err)
+	}
+	joined := outreachStart.Add(time.Minute)
+	queued, err := f.svc.CatchUpJoins(ctx, c, []subrole.MemberJoin{
+		{DiscordUserID: "was-linked", JoinedAt: joined},
+		{DiscordUserID: "damaged", JoinedAt: joined},
+		{DiscordUserID: "missed", JoinedAt: joined},
+	})
+	if err != nil || queued != 1 {
+		t.Fatalf("CatchUpJoins = %d, %v; want 1 queued and the damaged record skipped", queued, err)
+	}
+	wantSent(t, f.idle(), "welcome damaged", "welcome missed")
+	f.waitAudit("damaged: member joined at", "not checked, nothing queued")
 }
 
 func TestOutreachJoinCatchUpPolicyOff(t *testing.T) {
@@ -539,11 +596,16 @@ func TestOutreachJoinCatchUpPolicyOff(t *testing.T) {
 		}
 		f.advance(time.Hour)
 	}
-	// Turned on later, it does not reach back past the last session.
+	// Turned on later, it starts afresh: the joins made while it was off
+	// were never recorded, and their members get no late welcome.
 	f.restartWith(subrole.OutreachPolicy{Welcome: true})
+	if c, err := f.svc.BeginJoinCatchUp(ctx); err != nil || c.Needed {
+		t.Fatalf("BeginJoinCatchUp = %+v, %v; want a first session", c, err)
+	}
+	f.advance(time.Hour)
 	c, err := f.svc.BeginJoinCatchUp(ctx)
-	if err != nil || !c.Needed || !c.Since.Equal(outreachStart.Add(time.Hour-5*time.Minute)) {
-		t.Fatalf("BeginJoinCatchUp = %+v, %v; want needed since the last session", c, err)
+	if err != nil || !c.Needed || !c.Since.Equal(outreachStart.Add(2*time.Hour)) {
+		t.Fatalf("BeginJoinCatchUp = %+v, %v; want needed since it was turned on", c, err)
 	}
 }
 
@@ -562,12 +624,21 @@ func TestOutreachUnreadableJobSetAside(t *testing.T) {
 		if k == nil || !strings.HasSuffix(string(k), "/d1") {
 			return fmt.Errorf("first job key %q, want d1's follow-up", k)
 		}
-		return b.Put(k, []byte(`{"kind":`))
+		if err := b.Put(k, []byte(`{"kind":`)); err != nil {
+			return err
+		}
+		// And a key that does not even say kind and user.
+		odd := binary.BigEndian.AppendUint64(nil, uint64(outreachStart.Add(time.Minute).UnixNano()))
+		return b.Put(append(odd, "garbage"...), []byte("?"))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.advance(time.Hour + time.Minute)
 	wantSent(t, f.idle(), "welcome d1", "welcome d2", "followup d2")
+	f.waitAudit(": garbage due", "set aside, not sent")
+	if n := strings.Count(strings.Join(f.audit(), "\n"), "garbage due"); n != 1 {
+		t.Errorf("the odd job was set aside %d times, want once", n)
+	}
 	f.waitAudit("d1: followup due", "set aside, not sent: the stored job cannot be read", `stored value "{\"kind\":"`)
 }

@@ -101,7 +101,7 @@ type Tx interface {
 	DueOutreach(now time.Time, max int) ([]OutreachJob, error)
 	// NextOutreach returns the earliest scheduled job; false when there is none.
 	NextOutreach() (OutreachJob, bool, error)
-	// DeleteOutreach removes a job (by time, kind and user). Deleting a
+	// DeleteOutreach removes a job (by its StoreKey when set, else by time, kind and user). Deleting a
 	// missing job is not an error.
 	DeleteOutreach(j OutreachJob) error
 

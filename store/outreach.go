@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"time"
@@ -124,9 +125,9 @@ func parseOutreachJob(k, v []byte) (subrole.OutreachJob, error) {
 			raw = raw[:most]
 		}
 		return subrole.OutreachJob{At: at, Kind: subrole.OutreachKind(kind), DiscordUserID: user,
-			Unreadable: fmt.Sprintf("%v (stored value %q)", err, raw)}, nil
+			Unreadable: fmt.Sprintf("%v (stored value %q)", err, raw), StoreKey: bytes.Clone(k)}, nil
 	}
-	j.At = at
+	j.At, j.StoreKey = at, bytes.Clone(k)
 	return j, nil
 }
 
@@ -135,9 +136,12 @@ func (t *tx) DeleteOutreach(j subrole.OutreachJob) error {
 	if err := t.writable("delete outreach"); err != nil {
 		return err
 	}
-	key, err := outreachJobKey(j)
-	if err != nil {
-		return nil // no job can be stored at that time
+	key := j.StoreKey
+	if len(key) == 0 {
+		var err error
+		if key, err = outreachJobKey(j); err != nil {
+			return nil // no job can be stored at that time
+		}
 	}
 	if err := t.bucket(bucketOutreachJobs).Delete(key); err != nil {
 		return fmt.Errorf("store: delete %s to discord user %s: %w", j.Kind, j.DiscordUserID, err)

@@ -95,6 +95,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, h hooks) (err err
 	lk.commands.Attach() // before Open: READY carries the application id
 	out := newOutreach(log, svc, bot, lk.broadcaster)
 	out.discord.Attach() // member joins
+	// On the normal path it is closed below, before the bot; this is for
+	// the early returns after Open (a catch-up started by READY must not
+	// outlive the store). Close is idempotent.
+	defer out.discord.Close()
 	if err := bot.Open(); err != nil {
 		return err
 	}
