@@ -725,6 +725,9 @@ func (s *Service) Link(ctx context.Context, l Link) error {
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		if l.DiscordName == "" {
+			l.DiscordName = old.DiscordName // the same member: keep the name they gave at /link
+		}
 		if err := tx.PutLink(l); err != nil {
 			return err
 		}

@@ -586,7 +586,9 @@ func firstOf(a, b string) string {
 // a page that opens the feed with ?after= its newest entry) misses nothing
 // and sees nothing twice; "stats" events carry the counters, comments keep
 // proxies from closing an idle stream, "end" says the session is over, and
-// "restart" that the server is shutting down (the page connects again).
+// "restart" that the server is shutting down (the page connects again),
+// "reset" that the browser's position was past the end of the log (a
+// backup restored: the page reloads).
 // Streams are capped in total (503) and per session (429).
 func (h *Handler) DashboardEvents(w http.ResponseWriter, r *http.Request) {
 	if h.notEnabled(w, r) {
@@ -611,6 +613,7 @@ func (h *Handler) DashboardEvents(w http.ResponseWriter, r *http.Request) {
 		plainStatus(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	reset := false
 	if after > 0 {
 		// Entries are only ever appended, so a page's position is never past
 		// the end of the log, unless the log was replaced by a shorter one
@@ -629,7 +632,7 @@ func (h *Handler) DashboardEvents(w http.ResponseWriter, r *http.Request) {
 		if after > end {
 			log.Warn("web: dashboard feed asked to start past the end of the audit log (a restored backup?); it starts at the end",
 				"after", after, "end", end)
-			after = end
+			after, reset = end, true
 		}
 	}
 	release, status := h.dash.acquire(sess.Key, h.cfg.MaxStreams, h.cfg.MaxStreamsPerSession)
@@ -644,7 +647,7 @@ func (h *Handler) DashboardEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	h.stream(w, r, log, sess, after)
+	h.stream(w, r, log, sess, after, reset)
 }
 
 // resumeFrom returns the position the feed starts after: Last-Event-ID when
@@ -704,7 +707,11 @@ func (d *dashboard) acquire(key string, max, perSession int) (release func(), st
 // stream writes the feed until the browser leaves, the session ends or
 // EndStreams. Every write has a deadline, so a browser that stops reading
 // is dropped instead of holding the stream forever.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logger, sess subrole.DashboardSession, after uint64) {
+//
+// reset says the browser's position was past the end of the log: the feed
+// first sends a "reset" event with the position it starts from, and the
+// page reloads, since the entries it shows are not the log's any more.
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logger, sess subrole.DashboardSession, after uint64, reset bool) {
 	rc := http.NewResponseController(w)
 	// The server's read timeout would end the stream: net/http cancels a
 	// request whose connection hits its read deadline while the handler runs.
@@ -732,6 +739,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, log *slog.Logge
 		return true
 	}
 	buf.WriteString("retry: 2000\n\n")
+	if reset {
+		fmt.Fprintf(&buf, "event: reset\ndata: %d\n\n", after)
+	}
 	if !flush() {
 		return
 	}

@@ -630,6 +630,9 @@ func TestDashboardFeedAheadOfTheLog(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("feed: %d", status)
 	}
+	if ev := stale.next(); ev.name != "reset" || ev.data != "3" {
+		t.Fatalf("first event %+v, want a reset to 3 (the page reloads on it)", ev)
+	}
 	other, _ := e.openFeed(b, "3", "")
 	e.audit(1) // entry 4
 	if got := stale.audits(1)[0]; got != "4" {

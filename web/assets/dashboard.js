@@ -99,6 +99,9 @@
     es.addEventListener("audit", function (m) { addEntry(JSON.parse(m.data)); });
     es.addEventListener("stats", function (m) { setStats(JSON.parse(m.data)); });
     es.addEventListener("restart", function () { later(); });
+    // The log was replaced by a shorter one (a backup restored): what this
+    // page shows is not in it any more, and its position is past the end.
+    es.addEventListener("reset", function () { es.close(); location.reload(); });
     es.addEventListener("end", function (m) { ended(m.data); });
   }
   connect();
