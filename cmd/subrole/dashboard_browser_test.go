@@ -164,11 +164,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	// connects again by itself once the service is back, and shows what
 	// happens next, still without a reload.
 	first.stop(t)
+	backup, err := os.ReadFile(w.env["SUBROLE_DATA"]) // a backup, taken while the service is stopped
+	if err != nil {
+		t.Fatal(err)
+	}
 	run("the page noticing the restart", chromedp.Poll[string](`(() => {
 		const s = document.querySelector('#feed-state');
 		return !s.classList.contains('live') && document.querySelector('#feed-ended').hidden ? s.textContent : false;
 	})()`, chromedp.WithPollingTimeout(20*time.Second)))
-	w.start(t)
+	secondRun := w.start(t)
 	second := discordID(2)
 	w.send(t, w.twitch.Subscribe(twitchID(2), "viewer2", "2000", false), 204)
 	w.waitRoles(t, second, worldRoleLinked, worldRoleTier2, worldRoleSub)
@@ -181,6 +185,32 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if reloaded := count("reload marker", `window.notReloaded === true ? 0 : 1`); reloaded != 0 {
 		t.Errorf("the page reloaded across the restart")
+	}
+
+	// The backup is restored: the log is shorter than what the page has
+	// shown. The page is told so when it reconnects, and reloads to show
+	// the restored log, live again.
+	secondRun.stop(t)
+	if err := os.WriteFile(w.env["SUBROLE_DATA"], backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.start(t)
+	// Evaluated in a loop, not polled: the reload ends a poll in progress.
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ok, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`(() => {
+			const s = document.querySelector('#feed-state');
+			return window.notReloaded !== true && !!s && s.classList.contains('live');
+		})()`))
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			html, _ := chromedp.Run(bctx, chromedp.OuterHTML(chromedp.CSS("main")))
+			t.Fatalf("the page did not reload and go live after the restore (%v)\n%s", err, html)
+		}
+	}
+	if n := count("Tier 2 entries after the restore", `[...document.querySelectorAll('#entries li.kind-roles')].filter(li => li.textContent.includes('Tier 2')).length`); n != 0 {
+		t.Errorf("after the restore the page still shows %d entries the restored log does not have", n)
 	}
 
 	// A feed the server refuses (a fifth tab of one session, over the cap
