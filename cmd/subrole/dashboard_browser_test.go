@@ -189,7 +189,8 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// The backup is restored: the log is shorter than what the page has
 	// shown. The page is told so when it reconnects, and reloads to show
-	// the restored log, live again.
+	// the restored log, live again. (What the restored log then shows is
+	// not checked: the new service may repair the lost changes at once.)
 	secondRun.stop(t)
 	if err := os.WriteFile(w.env["SUBROLE_DATA"], backup, 0o600); err != nil {
 		t.Fatal(err)
@@ -208,9 +209,6 @@ func TestDashboardInBrowser(t *testing.T) {
 			html, _ := chromedp.Run(bctx, chromedp.OuterHTML(chromedp.CSS("main")))
 			t.Fatalf("the page did not reload and go live after the restore (%v)\n%s", err, html)
 		}
-	}
-	if n := count("Tier 2 entries after the restore", `[...document.querySelectorAll('#entries li.kind-roles')].filter(li => li.textContent.includes('Tier 2')).length`); n != 0 {
-		t.Errorf("after the restore the page still shows %d entries the restored log does not have", n)
 	}
 
 	// A feed the server refuses (a fifth tab of one session, over the cap
