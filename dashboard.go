@@ -213,34 +213,24 @@ type Names struct {
 func (s *Service) AuditNames(ctx context.Context, entries []AuditEntry) (Names, error) {
 	names := Names{Discord: map[string]string{}, Twitch: map[string]string{}}
 	err := s.store.View(ctx, func(tx Tx) error {
-		for _, e := range entries {
-			if id := e.DiscordUserID; id != "" {
-				if _, done := names.Discord[id]; !done {
-					names.Discord[id] = ""
-					l, err := tx.LinkByDiscord(id)
-					if err != nil && !errors.Is(err, ErrNotFound) {
-						return err
-					}
-					names.Discord[id] = l.DiscordName
-				}
+		discordName := func(id string) (string, error) {
+			l, err := tx.LinkByDiscord(id)
+			return l.DiscordName, err
+		}
+		twitchLogin := func(id string) (string, error) {
+			sub, err := tx.Subscription(id)
+			if sub.TwitchLogin != "" || (err != nil && !errors.Is(err, ErrNotFound)) {
+				return sub.TwitchLogin, err
 			}
-			if id := e.TwitchUserID; id != "" {
-				if _, done := names.Twitch[id]; !done {
-					names.Twitch[id] = ""
-					sub, err := tx.Subscription(id)
-					if err != nil && !errors.Is(err, ErrNotFound) {
-						return err
-					}
-					login := sub.TwitchLogin
-					if login == "" {
-						l, err := tx.LinkByTwitch(id)
-						if err != nil && !errors.Is(err, ErrNotFound) {
-							return err
-						}
-						login = l.TwitchLogin
-					}
-					names.Twitch[id] = login
-				}
+			l, err := tx.LinkByTwitch(id)
+			return l.TwitchLogin, err
+		}
+		for _, e := range entries {
+			if err := lookUpName(names.Discord, e.DiscordUserID, discordName); err != nil {
+				return err
+			}
+			if err := lookUpName(names.Twitch, e.TwitchUserID, twitchLogin); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -251,6 +241,20 @@ func (s *Service) AuditNames(ctx context.Context, entries []AuditEntry) (Names, 
 	maps.DeleteFunc(names.Discord, func(_, v string) bool { return v == "" })
 	maps.DeleteFunc(names.Twitch, func(_, v string) bool { return v == "" })
 	return names, nil
+}
+
+// lookUpName adds id's name to names unless it is there already; an
+// unknown id gets "" (removed by the caller).
+func lookUpName(names map[string]string, id string, lookup func(id string) (string, error)) error {
+	if _, done := names[id]; id == "" || done {
+		return nil
+	}
+	name, err := lookup(id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	names[id] = name
+	return nil
 }
 
 // RecentAudit returns up to max audit entries before position before (0:
