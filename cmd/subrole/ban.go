@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -172,7 +169,7 @@ type banList interface {
 func openBanList(ctx context.Context, data, socket string, v6 int) (banList, error) {
 	var sockErr error
 	if socket != "" {
-		c := &adminClient{socket: socket}
+		c := newAdminClient(socket)
 		if sockErr = c.ping(ctx); sockErr == nil {
 			return c, nil
 		}
@@ -180,12 +177,9 @@ func openBanList(ctx context.Context, data, socket string, v6 int) (banList, err
 	if _, err := os.Stat(data); err != nil {
 		return nil, fmt.Errorf("ban: SUBROLE_DATA: %w", err)
 	}
-	db, err := store.Open(data, store.Options{Timeout: 500 * time.Millisecond})
+	db, err := openWithoutService("ban", data, socket, sockErr)
 	if err != nil {
-		if socket == "" {
-			return nil, fmt.Errorf("ban: %w; a running service holds the file, and SUBROLE_ADMIN_SOCKET is off: stop the service, or enable the socket", err)
-		}
-		return nil, fmt.Errorf("ban: %w; a running service holds the file, but its admin socket %s does not answer (%v): is SUBROLE_ADMIN_SOCKET the same as the service's?", err, socket, sockErr)
+		return nil, err
 	}
 	g, err := guard.New(ctx, guard.Config{Store: db, IPv6Prefix: v6})
 	if err != nil {
@@ -212,79 +206,20 @@ func (f *fileBanList) remove(ctx context.Context, p netip.Prefix) ([]guard.Ban, 
 }
 func (f *fileBanList) close() { f.db.Close() }
 
-// adminClient talks to the running service's admin socket.
-type adminClient struct {
-	socket string
-	hc     *http.Client
+// adminClient manages bans through the running service's admin socket.
+type adminClient struct{ socketAPI }
+
+func newAdminClient(socket string) *adminClient {
+	return &adminClient{socketAPI{socket: socket, timeout: 10 * time.Second}}
 }
 
-func (c *adminClient) client() *http.Client {
-	if c.hc == nil {
-		c.hc = socketClient(c.socket, 10*time.Second)
-	}
-	return c.hc
-}
-
-// socketClient returns an HTTP client that reaches the service through its
-// admin socket (timeout 0: none). Requests name any host ("http://subrole").
-func socketClient(socket string, timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}}}
-}
-
-// jsonRequest makes an admin API request with body as JSON (nil: none).
-func jsonRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	return http.NewRequestWithContext(ctx, method, "http://subrole"+path, rd)
-}
-
-func (c *adminClient) close() {
-	if c.hc != nil {
-		c.hc.CloseIdleConnections()
-	}
-}
-
-// do sends a request to the admin API and decodes the JSON answer into out.
+// do calls the admin API (socketAPI.call), its errors marked as the ban
+// command's.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	req, err := jsonRequest(ctx, method, path, body)
-	if err != nil {
-		return err
+	if err := c.call(ctx, method, path, body, out); err != nil {
+		return fmt.Errorf("ban: %w", err)
 	}
-	resp, err := c.client().Do(req)
-	if err != nil {
-		return fmt.Errorf("ban: admin socket %s: %w", c.socket, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ban: the service refused: %s", strings.TrimSpace(string(b)))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
-}
-
-func (c *adminClient) ping(ctx context.Context) error {
-	if _, err := os.Stat(c.socket); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	err := c.do(ctx, http.MethodGet, "/bans", nil, nil)
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("nobody listens on it (a stale socket)")
-	}
-	return err
+	return nil
 }
 
 func (c *adminClient) list(ctx context.Context, all bool) ([]guard.Ban, error) {

@@ -301,7 +301,7 @@ func openLinks(ctx context.Context, getenv func(string) string, what string, nee
 	socket := adminSocket(data, get)
 	var sockErr error
 	if socket != "" {
-		c := &linksClient{socket: socket}
+		c := &linksClient{socketAPI{socket: socket}}
 		if sockErr = c.ping(ctx); sockErr == nil {
 			return c, nil
 		}
@@ -317,12 +317,9 @@ func openLinks(ctx context.Context, getenv func(string) string, what string, nee
 		}
 		policy = cfg.Policy
 	}
-	db, err := store.Open(data, store.Options{Timeout: 500 * time.Millisecond})
+	db, err := openWithoutService(what, data, socket, sockErr)
 	if err != nil {
-		if socket == "" {
-			return nil, fmt.Errorf("%s: %w; a running service holds the file, and SUBROLE_ADMIN_SOCKET is off: stop the service, or enable the socket", what, err)
-		}
-		return nil, fmt.Errorf("%s: %w; a running service holds the file, but its admin socket %s does not answer (%v): is SUBROLE_ADMIN_SOCKET the same as the service's?", what, err, socket, sockErr)
+		return nil, err
 	}
 	return &fileLinks{path: data, db: db, svc: subrole.NewService(subrole.Config{Store: db, Policy: policy})}, nil
 }
@@ -341,60 +338,22 @@ func (f *fileLinks) links(ctx context.Context) ([]subrole.Link, error) { return 
 func (f *fileLinks) String() string                                    { return "the stopped service's file " + f.path }
 func (f *fileLinks) close()                                            { f.db.Close() }
 
-// linksClient talks to the running service's admin socket. It sets no
-// timeout of its own: a large import takes a while, and ctx bounds it.
-type linksClient struct {
-	socket string
-	hc     *http.Client
-}
+// linksClient imports and exports links through the running service's
+// admin socket. It sets no timeout of its own: a large import takes a
+// while, and ctx bounds it.
+type linksClient struct{ socketAPI }
 
 func (c *linksClient) String() string { return "the running service (admin socket " + c.socket + ")" }
 
-func (c *linksClient) client() *http.Client {
-	if c.hc == nil {
-		c.hc = socketClient(c.socket, 0) // an import of many links may take a while
-	}
-	return c.hc
-}
-
-func (c *linksClient) close() {
-	if c.hc != nil {
-		c.hc.CloseIdleConnections()
-	}
-}
-
-// call sends a request with a JSON body (nil: none) and decodes a 200 JSON
-// answer into out.
+// call calls the admin API (socketAPI.call); a service that does not know
+// the links endpoints is older than this command.
 func (c *linksClient) call(ctx context.Context, method, path string, body, out any) error {
-	req, err := jsonRequest(ctx, method, path, body)
-	if err != nil {
-		return err
+	err := c.socketAPI.call(ctx, method, path, body, out)
+	var refused *refusedError
+	if errors.As(err, &refused) && (refused.status == http.StatusNotFound || refused.status == http.StatusMethodNotAllowed) {
+		return fmt.Errorf("the service on %s is older than this command: restart it with this version", c.socket)
 	}
-	resp, err := c.client().Do(req)
-	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", c.socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-			return fmt.Errorf("the service on %s is older than this command: restart it with this version", c.socket)
-		}
-		return fmt.Errorf("the service refused: %s", strings.TrimSpace(string(b)))
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, maxAdminBody)).Decode(out)
-}
-
-// ping checks that a service answers on the socket (its ban list is the
-// cheapest thing to ask for).
-func (c *linksClient) ping(ctx context.Context) error {
-	if _, err := os.Stat(c.socket); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var bans []json.RawMessage
-	return c.call(ctx, http.MethodGet, "/bans", nil, &bans)
+	return err
 }
 
 func (c *linksClient) importLinks(ctx context.Context, links []subrole.Link, opts subrole.ImportOptions) (subrole.ImportReport, error) {
