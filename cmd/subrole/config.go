@@ -253,13 +253,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		p.Grace = g
 	}
 
-	switch v := strings.ToLower(get("SUBROLE_LINK_DM")); v {
-	case "on", "true", "1", "yes":
-		c.LinkDM = true
-	case "off", "false", "0", "no":
-	default:
-		bad("SUBROLE_LINK_DM", "must be on or off, got %q", v)
-	}
+	c.LinkDM = onOff("SUBROLE_LINK_DM", get, bad)
 
 	loadFrontendConfig(c, get, bad)
 	loadHealingConfig(c, get, bad)

@@ -19,13 +19,7 @@ type outreachConfig struct {
 // loadOutreachConfig reads and checks the outreach settings into c.
 func loadOutreachConfig(c *config, get func(string) string, bad func(name, format string, args ...any)) {
 	p := &c.Outreach
-	switch v := strings.ToLower(get("SUBROLE_JOIN_DM")); v {
-	case "on", "true", "1", "yes":
-		p.Welcome = true
-	case "off", "false", "0", "no":
-	default:
-		bad("SUBROLE_JOIN_DM", "must be on or off, got %q", v)
-	}
+	p.Welcome = onOff("SUBROLE_JOIN_DM", get, bad)
 	v := get("SUBROLE_JOIN_FOLLOWUP")
 	if d, err := parseDuration(v); err != nil || d < 0 || d > 366*24*time.Hour {
 		bad("SUBROLE_JOIN_FOLLOWUP", "must be a duration from 0 (no follow-up) to 366d, like 168h or 7d, got %q", v)
